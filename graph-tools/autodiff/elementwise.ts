@@ -1,0 +1,92 @@
+// Broadcasting arithmetic and the activation functions.
+import { attrFloat, type Node } from '../ir/graph.js';
+import type { Emitter } from '../ir/emitter.js';
+import { registerGradient } from './registry.js';
+
+/** Reduces a gradient of the broadcast output back to the shape of input i. */
+function toInput(e: Emitter, node: Node, i: number, grad: string): string {
+  return e.unbroadcast(grad, e.shapeOf(node.outputs[0]), e.shapeOf(node.inputs[i]));
+}
+
+registerGradient(['Add'], [0, 1], (e, node, [dY], wanted) =>
+  [0, 1].map((i) => (wanted[i] ? toInput(e, node, i, dY!) : undefined)));
+
+registerGradient(['Sub'], [0, 1], (e, node, [dY], wanted) => [
+  wanted[0] ? toInput(e, node, 0, dY!) : undefined,
+  wanted[1] ? toInput(e, node, 1, e.op('Neg', [dY!])) : undefined,
+]);
+
+registerGradient(['Mul'], [0, 1], (e, node, [dY], wanted) => [
+  wanted[0] ? toInput(e, node, 0, e.op('Mul', [dY!, node.inputs[1]])) : undefined,
+  wanted[1] ? toInput(e, node, 1, e.op('Mul', [dY!, node.inputs[0]])) : undefined,
+]);
+
+// d(a/b)/db = -a/b² = -y/b.
+registerGradient(['Div'], [0, 1], (e, node, [dY], wanted) => [
+  wanted[0] ? toInput(e, node, 0, e.op('Div', [dY!, node.inputs[1]])) : undefined,
+  wanted[1] ? toInput(e, node, 1, e.op('Neg', [e.op('Div', [e.op('Mul', [dY!, node.outputs[0]]), node.inputs[1]])])) : undefined,
+]);
+
+registerGradient(['Neg'], [0], (e, _node, [dY]) => [e.op('Neg', [dY!])]);
+
+/** Where(x > 0, onPositive, onOther). */
+function byPositive(e: Emitter, x: string, onPositive: string, onOther: string): string {
+  return e.op('Where', [e.op('Greater', [x, e.constant(0, e.dtypeOf(x))]), onPositive, onOther]);
+}
+
+registerGradient(['Relu'], [0], (e, node, [dY]) => {
+  const x = node.inputs[0];
+  return [byPositive(e, x, dY!, e.constant(0, e.dtypeOf(x)))];
+});
+
+registerGradient(['LeakyRelu'], [0], (e, node, [dY]) => {
+  const x = node.inputs[0];
+  return [byPositive(e, x, dY!, e.scale(dY!, attrFloat(node, 'alpha', 0.01), e.dtypeOf(x)))];
+});
+
+// For x ≤ 0, elu(x) = alpha·(eˣ − 1), so its derivative is y + alpha.
+registerGradient(['Elu'], [0], (e, node, [dY]) => {
+  const x = node.inputs[0];
+  const alpha = e.constant(attrFloat(node, 'alpha', 1), e.dtypeOf(x));
+  return [byPositive(e, x, dY!, e.op('Mul', [dY!, e.op('Add', [node.outputs[0], alpha])]))];
+});
+
+registerGradient(['Sigmoid'], [0], (e, node, [dY]) => {
+  const y = node.outputs[0];
+  const oneMinusY = e.op('Sub', [e.constant(1, e.dtypeOf(y)), y]);
+  return [e.op('Mul', [dY!, e.op('Mul', [y, oneMinusY])])];
+});
+
+registerGradient(['Tanh'], [0], (e, node, [dY]) => {
+  const y = node.outputs[0];
+  return [e.op('Mul', [dY!, e.op('Sub', [e.constant(1, e.dtypeOf(y)), e.op('Mul', [y, y])])])];
+});
+
+registerGradient(['Softplus'], [0], (e, node, [dY]) => [e.op('Mul', [dY!, e.op('Sigmoid', [node.inputs[0]])])]);
+
+registerGradient(['Exp'], [0], (e, node, [dY]) => [e.op('Mul', [dY!, node.outputs[0]])]);
+registerGradient(['Log'], [0], (e, node, [dY]) => [e.op('Div', [dY!, node.inputs[0]])]);
+
+/** The axes Softmax/LogSoftmax normalise over: one axis from opset 13, all trailing axes before. */
+function softmaxAxes(e: Emitter, node: Node): number[] {
+  const rank = e.shapeOf(node.inputs[0]).length;
+  const dflt = e.opset >= 13 ? -1 : 1;
+  const a = node.attrs.find((x) => x.name === 'axis');
+  let axis = a?.i != null ? Number(a.i) : dflt;
+  if (axis < 0) axis += rank;
+  return e.opset >= 13 ? [axis] : Array.from({ length: rank - axis }, (_, i) => axis + i);
+}
+
+// dx = y ⊙ (dy − Σ dy⊙y)
+registerGradient(['Softmax'], [0], (e, node, [dY]) => {
+  const y = node.outputs[0];
+  const dot = e.reduce('ReduceSum', e.op('Mul', [dY!, y]), softmaxAxes(e, node), true);
+  return [e.op('Mul', [y, e.op('Sub', [dY!, dot])])];
+});
+
+// dx = dy − softmax ⊙ Σ dy
+registerGradient(['LogSoftmax'], [0], (e, node, [dY]) => {
+  const total = e.reduce('ReduceSum', dY!, softmaxAxes(e, node), true);
+  return [e.op('Sub', [dY!, e.op('Mul', [e.op('Exp', [node.outputs[0]]), total])])];
+});
+

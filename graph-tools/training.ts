@@ -1,0 +1,136 @@
+// Turns a user's inference graph into a training graph: data inputs, the target and every
+// trainable parameter as pure graph inputs; the loss, parameter gradients and, on request, each
+// layer's activations, pre-activations and pre-activation gradients as outputs.
+import { backward, type Gradients } from './autodiff/index.js';
+import { Emitter } from './ir/emitter.js';
+import { Graph, GraphError, type ValueInfo } from './ir/graph.js';
+import { inferShapes } from './ir/shapes.js';
+import { findLayers, requireLayers, type LayerReport } from './layers.js';
+import { emitLoss, targetType, type LossSpec } from './losses.js';
+import type { onnx, DataType } from './onnx/index.js';
+
+export interface Capture {
+  /** Emit each layer's input activation a. */
+  activations?: boolean;
+  /** Emit each layer's pre-activation h. */
+  preactivations?: boolean;
+  /** Emit dL/dh for each layer's pre-activation. */
+  preactivationGradients?: boolean;
+  /** Emit parameter gradients (default true). */
+  gradients?: boolean;
+}
+
+export interface TrainingGraphOptions extends LossSpec {
+  /** Which model output the loss applies to; default the first. */
+  output?: string;
+  capture?: Capture;
+  source?: string;
+}
+
+/** Output names of the training graph, by what they hold. */
+export interface TrainingOutputs {
+  loss: string;
+  gradients: Map<string, string>;
+  activations: Map<string, string>;
+  preactivations: Map<string, string>;
+  preactivationGradients: Map<string, string>;
+}
+
+export interface TrainingGraph {
+  /** The graph under construction; optimizers may append to it before serialising. */
+  graph: Graph;
+  emitter: Emitter;
+  report: LayerReport;
+  dataInputs: ValueInfo[];
+  target: ValueInfo;
+  output: ValueInfo;
+  outputs: TrainingOutputs;
+  grads: Gradients;
+  toModel(): onnx.ModelProto;
+}
+
+export const TARGET_INPUT = 'kfqn:target';
+export const LOSS_OUTPUT = 'kfqn:loss';
+export const outName = {
+  grad: (p: string) => `kfqn:grad:${p}`,
+  activation: (v: string) => `kfqn:act:${v}`,
+  preactivation: (v: string) => `kfqn:preact:${v}`,
+  preactivationGrad: (v: string) => `kfqn:dpreact:${v}`,
+};
+
+/** Minimum ai.onnx opset: Reshape with a shape input, OneHot, Where. */
+export const MIN_OPSET = 9;
+
+export function prepareGraph(model: onnx.IModelProto, source = 'model'): { graph: Graph; report: LayerReport } {
+  const graph = Graph.fromModel(model, source);
+  if (graph.opset < MIN_OPSET) throw new GraphError(`${source}: ai.onnx opset ${graph.opset} is too old; kfqn needs opset ${MIN_OPSET} or newer (re-export the model)`);
+  const report = findLayers(graph);
+  inferShapes(graph);
+  return { graph, report };
+}
+
+export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphOptions): TrainingGraph {
+  const source = opts.source ?? 'model';
+  const { graph: g, report } = prepareGraph(model, source);
+  requireLayers(report, source);
+  const e = new Emitter(g);
+
+  const output = opts.output ? g.outputs.find((o) => o.name === opts.output) : g.outputs[0];
+  if (!output) throw new GraphError(`${source}: no graph output named '${opts.output}'; outputs: ${g.outputs.map((o) => o.name).join(', ')}`);
+  const outType = g.types.get(output.name) ?? output.type;
+  if (!outType.shape) throw new GraphError(`${source}: the shape of output '${output.name}' is unknown`);
+  const dataInputs = [...g.inputs];
+  const target: ValueInfo = { name: TARGET_INPUT, type: targetType(opts, outType.dtype, outType.shape) };
+  g.types.set(target.name, target.type);
+
+  // Parameters become pure graph inputs (ORT ignores feeds for initializers listed as inputs).
+  const paramInputs: ValueInfo[] = report.parameters.map((p) => {
+    const t = g.initializers.get(p)!;
+    g.initializers.delete(p);
+    return { name: p, type: { dtype: t.dtype, shape: t.dims } };
+  });
+  g.inputs = [...dataInputs, target, ...paramInputs];
+
+  const { loss, dOutput } = emitLoss(e, opts, output.name, target.name);
+  const grads = backward(g, e, report.parameters, output.name, dOutput);
+
+  const capture = { gradients: true, ...opts.capture };
+  const outputs: TrainingOutputs = {
+    loss: LOSS_OUTPUT, gradients: new Map(), activations: new Map(), preactivations: new Map(), preactivationGradients: new Map(),
+  };
+  const emitOut = (value: string, name: string, dtype: DataType, shape?: number[]) => {
+    g.add('Identity', [value], [], [name]);
+    // Only static shapes are declared: onnxruntime-web rejects a declared shape that disagrees.
+    g.outputs.push({ name, type: { dtype, shape } });
+  };
+  g.outputs = [];
+  emitOut(loss, LOSS_OUTPUT, outType.dtype, []);
+  for (const p of capture.gradients ? report.parameters : []) {
+    const t = paramInputs.find((v) => v.name === p)!.type;
+    const grad = grads.of(p) ?? e.constant(new Array(t.shape!.reduce((a: number, d) => a * (d as number), 1)).fill(0), t.dtype, t.shape as number[]);
+    emitOut(grad, outName.grad(p), t.dtype, t.shape as number[]);
+    outputs.gradients.set(p, outName.grad(p));
+  }
+  for (const layer of report.layers) {
+    const typeOf = (v: string) => g.types.get(v) ?? { dtype: outType.dtype as DataType, shape: undefined };
+    if (capture.activations && !outputs.activations.has(layer.input)) {
+      emitOut(layer.input, outName.activation(layer.input), typeOf(layer.input).dtype);
+      outputs.activations.set(layer.input, outName.activation(layer.input));
+    }
+    const h = layer.preactivation;
+    if (capture.preactivations) {
+      emitOut(h, outName.preactivation(h), typeOf(h).dtype);
+      outputs.preactivations.set(h, outName.preactivation(h));
+    }
+    if (capture.preactivationGradients) {
+      const dh = grads.of(h);
+      if (!dh) throw new GraphError(`${source}: layer '${layer.name}' does not reach output '${output.name}'`);
+      emitOut(dh, outName.preactivationGrad(h), typeOf(h).dtype);
+      outputs.preactivationGradients.set(h, outName.preactivationGrad(h));
+    }
+  }
+  return {
+    graph: g, emitter: e, report, dataInputs, target, output: { name: output.name, type: outType }, outputs, grads,
+    toModel: () => g.toModel(),
+  };
+}

@@ -1,0 +1,82 @@
+// One interface over onnxruntime-node and onnxruntime-web. Optimizers and the Trainer see only
+// this; a concrete runtime package is imported by the implementations (node.ts, web.ts) alone.
+import type { InferenceSession, Tensor } from 'onnxruntime-common';
+
+export type { Tensor };
+export type ExecutionProvider = 'cpu' | 'cuda' | 'wasm' | 'webgpu';
+export const EXECUTION_PROVIDERS: readonly ExecutionProvider[] = ['cpu', 'cuda', 'wasm', 'webgpu'];
+export type TensorType = 'float32' | 'float64' | 'int64' | 'int32' | 'bool' | 'uint8';
+export type TensorArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
+
+export class RuntimeError extends Error {
+  constructor(message: string) { super(message); this.name = 'RuntimeError'; }
+}
+
+export interface SessionOptions {
+  /** Name used in error messages (what graph this is). */
+  name: string;
+  /** ORT graph optimisation level; 'extended' measured fastest for MLP training graphs. */
+  graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'layout' | 'all';
+}
+
+export interface Session {
+  readonly name: string;
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  /** Runs with exactly the graph's inputs; returns the requested outputs (default all). */
+  run(feeds: Record<string, Tensor>, outputs?: readonly string[]): Promise<Record<string, Tensor>>;
+  release(): Promise<void>;
+}
+
+export interface Backend {
+  readonly ep: ExecutionProvider;
+  createSession(model: Uint8Array, options: SessionOptions): Promise<Session>;
+  tensor(type: TensorType, data: TensorArray, dims: readonly number[]): Tensor;
+  /** The tensor's values in JavaScript memory (downloads from a device when needed). */
+  read(t: Tensor): Promise<TensorArray>;
+}
+
+type OrtSession = InferenceSession;
+
+/** Wraps an ORT session with feed validation (onnxruntime-node silently ignores unknown names). */
+export class CheckedSession implements Session {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  private readonly inputs: Set<string>;
+
+  constructor(readonly name: string, private readonly session: OrtSession) {
+    this.inputNames = session.inputNames;
+    this.outputNames = session.outputNames;
+    this.inputs = new Set(session.inputNames);
+  }
+
+  async run(feeds: Record<string, Tensor>, outputs?: readonly string[]): Promise<Record<string, Tensor>> {
+    const unknown = Object.keys(feeds).filter((k) => !this.inputs.has(k));
+    if (unknown.length) throw new RuntimeError(`${this.name}: unknown input(s) ${unknown.map((u) => `'${u}'`).join(', ')}; inputs are ${this.inputNames.join(', ')}`);
+    const missing = this.inputNames.filter((k) => !(k in feeds));
+    if (missing.length) throw new RuntimeError(`${this.name}: missing input(s) ${missing.map((m) => `'${m}'`).join(', ')}`);
+    try {
+      const f = feeds as InferenceSession.FeedsType;
+      return (await (outputs ? this.session.run(f, outputs as string[]) : this.session.run(f))) as Record<string, Tensor>;
+    } catch (e) {
+      throw new RuntimeError(`${this.name}: ${(e as Error).message}`);
+    }
+  }
+
+  release(): Promise<void> { return this.session.release(); }
+}
+
+/** Turns an ORT session-creation failure into a message that says what is missing. */
+export function explainSessionError(ep: ExecutionProvider, name: string, err: unknown): RuntimeError {
+  const msg = (err as Error)?.message ?? String(err);
+  const hints: Record<ExecutionProvider, string> = {
+    cpu: '',
+    cuda: 'the CUDA execution provider could not start. onnxruntime-node ships without its CUDA 12 libraries; '
+      + 'install them with `ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node` (needs internet, an NVIDIA driver, CUDA 12 and cuDNN 9), or use --ep cpu.',
+    webgpu: 'the WebGPU execution provider found no usable adapter. In Node it runs on Vulkan: install a GPU Vulkan driver, or a software one '
+      + '(Mesa lavapipe: see scripts/ci/install-vulkan.sh) and set VK_ICD_FILENAMES to its ICD json; or use --ep cpu.',
+    wasm: 'the WASM backend of onnxruntime-web could not start.',
+  };
+  const looksLikeEp = ep !== 'cpu' && /provider|adapter|webgpu|cuda|vulkan|dawn|libonnxruntime_providers|backend/i.test(msg);
+  return new RuntimeError(`${name}: cannot create an ORT session on '${ep}': ${looksLikeEp ? `${hints[ep]} (ORT said: ${msg})` : msg}`);
+}

@@ -1,0 +1,2 @@
+export * from './backend.js';
+export { createBackend } from './node.js';

@@ -1,0 +1,84 @@
+// One forward/backward evaluation of a model: the loss, every parameter gradient and every
+// layer's pre-activation gradient (what `kfqn grad` prints).
+import { buildTrainingGraph, encodeModel, tensorFromProto, toFloat64, type LossSpec, type onnx, type TensorData } from '../../graph-tools/index.js';
+import type { Backend, Tensor } from '../runtime/backend.js';
+import { InputError } from '../io/files.js';
+import { checkTensor, toRuntime } from './feeds.js';
+
+export interface GradientResult {
+  loss: number;
+  /** By parameter (initializer) name, flattened row-major in the initializer's layout. */
+  gradients: Map<string, Float64Array>;
+  /** By pre-activation value name. */
+  preactivationGradients: Map<string, Float64Array>;
+  /** The precision the graph ran in. */
+  dtype: 'float32' | 'float64';
+}
+
+export interface GradientOptions extends LossSpec {
+  inputs: Record<string, TensorData>;
+  target: TensorData;
+  /** float64 (default) evaluates a float64 copy of the graph, for comparison with references. */
+  dtype?: 'float32' | 'float64';
+  output?: string;
+  source?: string;
+}
+
+export async function computeGradients(backend: Backend, model: onnx.ModelProto, opts: GradientOptions): Promise<GradientResult> {
+  const dtype = opts.dtype ?? 'float64';
+  const tg = buildTrainingGraph(model, {
+    kind: opts.kind, reduction: opts.reduction, output: opts.output, source: opts.source,
+    capture: { preactivationGradients: true },
+  });
+  // The types the user's tensors must have, before the graph is widened to float64.
+  const declared = new Map(tg.graph.inputs.map((v) => [v.name, v.type] as const));
+  if (dtype === 'float64') toFloat64(tg.graph);
+  const session = await backend.createSession(encodeModel(tg.toModel()), { name: `training graph of ${opts.source ?? 'model'}` });
+  try {
+    const names = tg.dataInputs.map((d) => d.name);
+    for (const name of Object.keys(opts.inputs)) {
+      if (!names.includes(name)) throw new InputError(`unknown input '${name}'; the model's inputs are ${names.join(', ')}`);
+    }
+    const bound = new Map<string, number>();
+    const feeds: Record<string, Tensor> = {};
+    const feed = (name: string, t: TensorData, what: string) => {
+      checkTensor(name, t, declared.get(name)!, bound, what);
+      feeds[name] = toRuntime(backend, cast(t, tg.graph.inputs.find((v) => v.name === name)!.type.dtype));
+    };
+    for (const name of names) {
+      const t = opts.inputs[name];
+      if (!t) throw new InputError(`missing input '${name}' (give it with --input ${name}=FILE.pb)`);
+      feed(name, t, `input '${name}'`);
+    }
+    const tt = declared.get(tg.target.name)!;
+    feed(tg.target.name, opts.target, `the target (${opts.kind} expects ${tt.dtype} of shape [${tt.shape}])`);
+    for (const p of tg.report.parameters) feed(p, paramValue(model, p), `parameter '${p}'`);
+    const out = await session.run(feeds);
+    const read = async (name: string) => Float64Array.from(await backend.read(out[name]) as Float32Array);
+    const gradients = new Map<string, Float64Array>();
+    for (const [p, name] of tg.outputs.gradients) gradients.set(p, await read(name));
+    const preactivationGradients = new Map<string, Float64Array>();
+    for (const [h, name] of tg.outputs.preactivationGradients) preactivationGradients.set(h, await read(name));
+    return { loss: (await read(tg.outputs.loss))[0], gradients, preactivationGradients, dtype };
+  } finally {
+    await session.release();
+  }
+}
+
+function cast(t: TensorData, dtype: string): TensorData {
+  if (t.dtype === dtype) return t;
+  if (dtype === 'float64' && t.dtype === 'float32') return { dtype, dims: t.dims, data: Float64Array.from(t.data as Float32Array) };
+  if (dtype === 'float32' && t.dtype === 'float64') return { dtype, dims: t.dims, data: Float32Array.from(t.data as Float64Array) };
+  return t;
+}
+
+/** The initial value of a parameter: an initializer, or the initializer an Identity aliases. */
+export function paramValue(model: onnx.ModelProto, name: string): TensorData {
+  const g = model.graph!;
+  const find = (n: string) => g.initializer?.find((t) => t.name === n);
+  const direct = find(name);
+  const alias = direct ? undefined : g.node?.find((n) => n.opType === 'Identity' && n.output?.[0] === name);
+  const t = direct ?? (alias ? find(alias.input![0]) : undefined);
+  if (!t) throw new InputError(`parameter '${name}' has no initial value in the model`);
+  return tensorFromProto(t);
+}

@@ -1,0 +1,56 @@
+// kfqn's loss, parameter gradients and pre-activation gradients against PyTorch float64
+// references exported by scripts/fixtures/make_mlp_fixtures.py.
+import { expect } from 'chai';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { readModelFile, readTensorFile } from '../../../lib/io/files.js';
+import { createBackend } from '../../../lib/runtime/index.js';
+import { computeGradients } from '../../../lib/train/gradients.js';
+import type { LossKind, Reduction } from '../../../graph-tools/index.js';
+
+const root = 'spec/fixtures/mlp';
+
+interface Reference {
+  loss: number; loss_kind: LossKind; reduction: Reduction; inputs: string[];
+  gradients: Record<string, number[]>; preactivation_gradients: Record<string, number[]>;
+  identity_aliases?: Record<string, string>; alias_gradients?: Record<string, number[]>;
+}
+
+/** Largest |a−b| relative to the largest |b|, the usual tolerance for a gradient tensor. */
+export function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  expect(actual.length).to.equal(expected.length);
+  let diff = 0; let scale = 1e-12;
+  for (let i = 0; i < expected.length; i++) {
+    diff = Math.max(diff, Math.abs(actual[i] - expected[i]));
+    scale = Math.max(scale, Math.abs(expected[i]));
+  }
+  return diff / scale;
+}
+
+describe('gradients against PyTorch float64 fixtures', () => {
+  const cases = readdirSync(root).filter((d) => existsSync(join(root, d, 'reference.json')));
+  it('has fixtures', () => expect(cases.length).to.be.greaterThan(10));
+  for (const name of cases) {
+    it(name, async () => {
+      const dir = join(root, name);
+      const ref = JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8')) as Reference;
+      const inputs = Object.fromEntries(ref.inputs.map((i) => [i, readTensorFile(join(dir, `input_${i}.pb`))]));
+      const result = await computeGradients(await createBackend('cpu'), readModelFile(join(dir, 'model.onnx')), {
+        kind: ref.loss_kind, reduction: ref.reduction, inputs, target: readTensorFile(join(dir, 'target.pb')),
+      });
+      expect(Math.abs(result.loss - ref.loss)).to.be.below(1e-9 * Math.max(1, Math.abs(ref.loss)));
+      // An Identity-aliased parameter is untied, as PyTorch's own parameters are: each layer
+      // gets its own share; the shared initializer keeps the rest.
+      const expected = { ...ref.gradients };
+      for (const [alias, source] of Object.entries(ref.identity_aliases ?? {})) {
+        const share = ref.alias_gradients![alias];
+        expected[alias] = share;
+        expected[source] = expected[source].map((v, i) => v - share[i]);
+      }
+      expect([...result.gradients.keys()].sort()).to.deep.equal(Object.keys(expected).sort());
+      for (const [p, g] of Object.entries(expected)) expect(relativeError(result.gradients.get(p)!, g), p).to.be.below(1e-7);
+      expect([...result.preactivationGradients.keys()].sort()).to.deep.equal(Object.keys(ref.preactivation_gradients).sort());
+      for (const [h, g] of Object.entries(ref.preactivation_gradients)) expect(relativeError(result.preactivationGradients.get(h)!, g), h).to.be.below(1e-7);
+    });
+  }
+});
