@@ -1,6 +1,7 @@
 /**
  * Mini-batch iteration over a Dataset. Pure module (runs in browsers).
  */
+import { DataError } from './dataset.js';
 import { type Dataset, shapeSize } from './dataset.js';
 
 /** One mini-batch: fresh contiguous copies of its samples (and labels). */
@@ -32,8 +33,8 @@ export interface BatchOptions {
 
 /** Number of batches one epoch yields. */
 export function batchesPerEpoch(size: number, batchSize: number, dropLast = false): number {
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`batchSize must be an integer >= 1, got ${batchSize}`);
-  if (!Number.isInteger(size) || size < 0) throw new Error(`size must be a non-negative integer, got ${size}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new DataError(`batchSize must be an integer >= 1, got ${batchSize}`);
+  if (!Number.isInteger(size) || size < 0) throw new DataError(`size must be a non-negative integer, got ${size}`);
   return dropLast ? Math.floor(size / batchSize) : Math.ceil(size / batchSize);
 }
 
@@ -49,7 +50,7 @@ function fmix32(h: number): number {
 
 /** Splits a finite number's integer part into two uint32 words (low, high), so seeds up to 2^53 all differ. */
 function words(x: number, what: string): [number, number] {
-  if (!Number.isFinite(x)) throw new Error(`${what} must be a finite number, got ${x}`);
+  if (!Number.isFinite(x)) throw new DataError(`${what} must be a finite number, got ${x}`);
   const t = Math.trunc(x);
   const lo = t >>> 0; // two's complement low word, also for negatives
   const hi = Math.floor(t / 4294967296) >>> 0;
@@ -104,10 +105,10 @@ export function* batches(ds: Dataset, opts: BatchOptions): Generator<Batch> {
   const count = batchesPerEpoch(ds.size, batchSize, dropLast);
   const per = shapeSize(ds.sampleShape);
   if (ds.inputs.length !== ds.size * per) {
-    throw new Error(`batches('${ds.name}'): inputs length ${ds.inputs.length} != size ${ds.size} * sample size ${per}`);
+    throw new DataError(`batches('${ds.name}'): inputs length ${ds.inputs.length} != size ${ds.size} * sample size ${per}`);
   }
   if (ds.labels && ds.labels.length !== ds.size) {
-    throw new Error(`batches('${ds.name}'): ${ds.labels.length} labels for ${ds.size} samples`);
+    throw new DataError(`batches('${ds.name}'): ${ds.labels.length} labels for ${ds.size} samples`);
   }
   words(epoch, 'epoch');
   const order = shuffle ? epochPermutation(ds.size, seed, epoch) : null;

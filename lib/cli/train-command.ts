@@ -1,0 +1,112 @@
+// kfqn train: the training loop from the command line.
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { basename, join } from 'node:path';
+import { loadDataSpec } from '../data/node.js';
+import { limit } from '../data/index.js';
+import { readModelFile, writeFileAtomic } from '../io/files.js';
+import { DEFAULT_MODEL, packageRoot } from '../io/package-root.js';
+import { adam, sgd } from '../optim/index.js';
+import { createBackend } from '../runtime/node.js';
+import { Trainer, type StepInfo } from '../train/trainer.js';
+import { Progress } from './progress.js';
+import { UsageError } from './errors.js';
+import { epFrom, lossFrom, lossOptions, number, oneOf, parse } from './options.js';
+
+const HELP = `kfqn train [MODEL.onnx] [options]
+  With no MODEL: the K-BFGS paper's MNIST autoencoder (784-1000-500-250-30-250-500-1000-784) on the
+  bundled 10,000 MNIST digits, sigmoid BCE on logits summed per sample, Adam, 10 epochs.
+
+Data
+  --data mnist|idx:DIR       bundled digits (default; first 9,000 for training) or an IDX directory
+                             (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz])
+  --limit N                  keep the first N samples
+  --target label|input       class labels (default), or the input itself (autoencoders)
+  --batch-size N             default 1000 for the bundled autoencoder, else 128
+  --epochs N | --steps N     stop after N epochs (default 1; 10 for the default run) or N steps
+  --no-shuffle               batches in file order (default: seeded shuffle per epoch)
+  --seed N                   shuffle seed (default 0)
+Loss
+  --loss cross-entropy|mse|bce-with-logits   (default cross-entropy for labels, mse for --target input)
+  --reduction mean|sum|per-sample-sum     (default mean)
+  --output NAME              the model output the loss applies to (default the first)
+Optimizer
+  --optimizer sgd|adam       (default adam)
+  --lr X                     learning rate (sgd 0.01, adam 0.001)
+  --momentum X               sgd momentum (default 0)  --nesterov
+  --beta1 X --beta2 X --eps X                           adam (0.9, 0.999, 1e-8)
+  --weight-decay X           L2 added to the gradient (default 0)
+  --decoupled-weight-decay   decoupled decay instead (AdamW, SGDW)
+Runtime and output
+  --ep cpu|wasm|webgpu|cuda  execution provider (default cpu)
+  --log FILE.jsonl           one JSON line per step: {"step","epoch","loss","time","lr"}
+  --out FILE.onnx            your model with the trained weights in place
+  --quiet                    no progress display`;
+
+export async function train(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, {
+    ...lossOptions, data: { type: 'string' }, limit: { type: 'string' }, target: { type: 'string' },
+    'batch-size': { type: 'string' }, epochs: { type: 'string' }, steps: { type: 'string' },
+    'no-shuffle': { type: 'boolean' }, seed: { type: 'string' },
+    optimizer: { type: 'string' }, lr: { type: 'string' }, momentum: { type: 'string' }, nesterov: { type: 'boolean' },
+    beta1: { type: 'string' }, beta2: { type: 'string' }, eps: { type: 'string' },
+    'weight-decay': { type: 'string' }, 'decoupled-weight-decay': { type: 'boolean' },
+    ep: { type: 'string' }, log: { type: 'string' }, out: { type: 'string', short: 'o' }, quiet: { type: 'boolean' },
+  }, 1);
+  if (values.help) return void console.log(HELP);
+  const isDefault = positionals.length === 0;
+  const modelPath = positionals[0] ?? join(packageRoot(), DEFAULT_MODEL);
+  // The default run is the K-BFGS paper's autoencoder setting (ALGORITHMS.md §8.1).
+  const targetKind = oneOf(values.target, ['label', 'input'] as const, '--target', isDefault ? 'input' : 'label');
+  const loss = lossFrom(values, isDefault ? 'bce-with-logits' : targetKind === 'label' ? 'cross-entropy' : 'mse');
+  if (isDefault && values.reduction === undefined) loss.reduction = 'per-sample-sum';
+
+  const name = oneOf(values.optimizer, ['sgd', 'adam'] as const, '--optimizer', 'adam');
+  const common = { lr: number(values.lr, '--lr', { min: 0 }), weightDecay: number(values['weight-decay'], '--weight-decay', { min: 0 }), decoupledWeightDecay: values['decoupled-weight-decay'] === true };
+  const optimizer = name === 'sgd'
+    ? sgd({ ...defined(common), ...defined({ momentum: number(values.momentum, '--momentum', { min: 0 }), nesterov: values.nesterov === true }) })
+    : adam({ ...defined(common), ...defined({ beta1: number(values.beta1, '--beta1'), beta2: number(values.beta2, '--beta2'), eps: number(values.eps, '--eps', { min: 0 }) }) });
+  if (name === 'adam' && (values.momentum !== undefined || values.nesterov)) throw new UsageError('--momentum and --nesterov are SGD options; Adam uses --beta1');
+
+  let data = loadDataSpec((values.data as string | undefined) ?? 'mnist', 'train');
+  const lim = number(values.limit, '--limit', { integer: true, min: 1 });
+  if (lim) data = limit(data, lim);
+  const batchSize = number(values['batch-size'], '--batch-size', { integer: true, min: 1 }) ?? (isDefault ? 1000 : 128);
+  const steps = number(values.steps, '--steps', { integer: true, min: 1 });
+  const epochs = number(values.epochs, '--epochs', { integer: true, min: 1 }) ?? (steps ? undefined : isDefault ? 10 : 1);
+
+  const model = readModelFile(modelPath);
+  const backend = await createBackend(epFrom(values.ep));
+  const trainer = await Trainer.create(backend, model, { ...loss, optimizer, target: targetKind, source: basename(modelPath) });
+  const log: WriteStream | undefined = values.log ? createWriteStream(values.log as string) : undefined;
+  const progress = values.quiet || !process.stderr.isTTY ? undefined : new Progress(process.stderr);
+  const totalSteps = Math.min(steps ?? Infinity, epochs !== undefined ? epochs * Math.ceil(data.size / batchSize) : Infinity);
+  console.log(`kfqn train: ${basename(modelPath)} on ${data.name} (${data.size} samples), ${optimizer.name} ${JSON.stringify(optimizer.options)}, `
+    + `${loss.kind}/${loss.reduction}, batch ${batchSize}, ${Number.isFinite(totalSteps) ? `${totalSteps} steps` : ''} on ${backend.ep}`);
+  try {
+    const result = await trainer.fit(data, {
+      batchSize, epochs, steps, shuffle: values['no-shuffle'] !== true, seed: number(values.seed, '--seed', { integer: true }) ?? 0,
+      onStep: (s: StepInfo) => {
+        log?.write(`${JSON.stringify({ step: s.step, epoch: s.epoch, loss: s.loss, time: s.time, lr: s.lr })}\n`);
+        progress?.update(s, totalSteps, batchSize);
+      },
+      onEpoch: (e) => {
+        progress?.clear();
+        console.log(`epoch ${e.epoch + 1}: mean loss ${e.meanLoss.toFixed(4)} (${e.steps} steps, ${e.time.toFixed(1)} s)`);
+      },
+    });
+    progress?.clear();
+    console.log(`done: ${result.steps} steps in ${result.seconds.toFixed(1)} s, final minibatch loss ${result.finalLoss.toFixed(4)}${result.skippedSteps ? `, ${result.skippedSteps} non-finite steps skipped` : ''}`);
+    if (values.out) {
+      writeFileAtomic(values.out as string, await trainer.exportModel());
+      console.log(`wrote ${values.out}`);
+    }
+  } finally {
+    progress?.clear();
+    await new Promise<void>((resolve) => (log ? log.end(resolve) : resolve()));
+    await trainer.dispose();
+  }
+}
+
+function defined<T extends Record<string, unknown>>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined && v !== false)) as Partial<T>;
+}

@@ -1,0 +1,97 @@
+// SGD (momentum, Nesterov, weight decay) and Adam/AdamW with PyTorch's semantics.
+import type { Emitter } from '../../graph-tools/index.js';
+import type { ElementwiseOptimizer, ParameterUpdate, ParameterUpdateInputs } from './optimizer.js';
+
+export interface WeightDecayOptions {
+  /** Weight decay coefficient (default 0). */
+  weightDecay?: number;
+  /** true: decoupled (AdamW-style θ ← θ − lr·wd·θ); false: L2 added to the gradient (default). */
+  decoupledWeightDecay?: boolean;
+}
+
+export interface SgdOptions extends WeightDecayOptions {
+  lr?: number;
+  momentum?: number;
+  dampening?: number;
+  nesterov?: boolean;
+}
+
+export interface AdamOptions extends WeightDecayOptions {
+  lr?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+}
+
+function mul(e: Emitter, a: string, b: string): string { return e.op('Mul', [a, b]); }
+
+/** Shared by every method: L2 in the gradient, or the decoupled decay of the parameter. */
+function applyWeightDecay(e: Emitter, p: ParameterUpdateInputs, o: WeightDecayOptions): { param: string; grad: string } {
+  const wd = o.weightDecay ?? 0;
+  if (wd === 0) return { param: p.param, grad: p.grad };
+  if (o.decoupledWeightDecay) return { param: mul(e, p.param, p.scalar('decay')), grad: p.grad };
+  return { param: p.param, grad: e.op('Add', [p.grad, mul(e, p.param, p.scalar('l2'))]) };
+}
+
+function weightDecayScalars(o: WeightDecayOptions, lr: number): Record<string, number> {
+  const wd = o.weightDecay ?? 0;
+  if (wd === 0) return {};
+  return o.decoupledWeightDecay ? { decay: 1 - lr * wd } : { l2: wd };
+}
+
+export function sgd(options: SgdOptions = {}): ElementwiseOptimizer {
+  const o = { lr: 0.01, momentum: 0, dampening: 0, nesterov: false, weightDecay: 0, decoupledWeightDecay: false, ...options };
+  if (o.nesterov && (o.momentum <= 0 || o.dampening !== 0)) throw new RangeError('Nesterov momentum needs momentum > 0 and dampening 0');
+  checkNonNegative({ lr: o.lr, momentum: o.momentum, weightDecay: o.weightDecay });
+  const withMomentum = o.momentum !== 0;
+  return {
+    kind: 'elementwise',
+    name: 'sgd',
+    options: o,
+    stateNames: withMomentum ? ['momentum'] : [],
+    learningRate: () => o.lr,
+    // PyTorch starts the buffer at the first gradient (no dampening on step 1).
+    scalars: (t, lr) => ({ ...weightDecayScalars(o, lr), neglr: -lr, mu: o.momentum, damp: t === 1 ? 1 : 1 - o.dampening }),
+    emitUpdate(e, p): ParameterUpdate {
+      const { param, grad } = applyWeightDecay(e, p, o);
+      if (!withMomentum) return { param: e.op('Add', [param, mul(e, grad, p.scalar('neglr'))]), state: {} };
+      const buf = e.op('Add', [mul(e, p.state.momentum, p.scalar('mu')), mul(e, grad, p.scalar('damp'))]);
+      const direction = o.nesterov ? e.op('Add', [grad, mul(e, buf, p.scalar('mu'))]) : buf;
+      return { param: e.op('Add', [param, mul(e, direction, p.scalar('neglr'))]), state: { momentum: buf } };
+    },
+  };
+}
+
+export function adam(options: AdamOptions = {}): ElementwiseOptimizer {
+  const o = { lr: 0.001, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, decoupledWeightDecay: false, ...options };
+  checkNonNegative({ lr: o.lr, eps: o.eps, weightDecay: o.weightDecay });
+  if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1)) throw new RangeError('Adam betas must lie in [0, 1)');
+  return {
+    kind: 'elementwise',
+    name: o.decoupledWeightDecay ? 'adamw' : 'adam',
+    options: o,
+    stateNames: ['m', 'v'],
+    learningRate: () => o.lr,
+    // θ ← θ − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε), exactly PyTorch's arithmetic.
+    scalars: (t, lr) => ({
+      ...weightDecayScalars(o, lr),
+      b1: o.beta1, c1: 1 - o.beta1, b2: o.beta2, c2: 1 - o.beta2, eps: o.eps,
+      negstep: -lr / (1 - o.beta1 ** t), vscale: 1 / Math.sqrt(1 - o.beta2 ** t),
+    }),
+    emitUpdate(e, p) {
+      const { param, grad } = applyWeightDecay(e, p, o);
+      const m = e.op('Add', [mul(e, p.state.m, p.scalar('b1')), mul(e, grad, p.scalar('c1'))]);
+      const v = e.op('Add', [mul(e, p.state.v, p.scalar('b2')), mul(e, mul(e, grad, grad), p.scalar('c2'))]);
+      const denom = e.op('Add', [mul(e, e.op('Sqrt', [v]), p.scalar('vscale')), p.scalar('eps')]);
+      const step = mul(e, e.op('Div', [m, denom]), p.scalar('negstep'));
+      return { param: e.op('Add', [param, step]), state: { m, v } };
+    },
+  };
+}
+
+function checkNonNegative(values: Record<string, number>): void {
+  for (const [k, v] of Object.entries(values)) if (!(v >= 0) || !Number.isFinite(v)) throw new RangeError(`${k} must be a finite number ≥ 0, got ${v}`);
+}
+
+export const OPTIMIZERS = { sgd, adam } as const;
+export type OptimizerName = keyof typeof OPTIMIZERS;

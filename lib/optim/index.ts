@@ -1,0 +1,2 @@
+export * from './optimizer.js';
+export * from './first-order.js';

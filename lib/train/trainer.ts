@@ -1,0 +1,167 @@
+// The training loop: batches in, one fused step graph run per step, parameters kept as runtime
+// tensors, the user's own model out.
+import { encodeModel, withTrainedParameters, type Dim, type LossSpec, type onnx, type TensorData } from '../../graph-tools/index.js';
+import { batches, batchesPerEpoch, type Batch, type Dataset } from '../data/index.js';
+import type { ElementwiseOptimizer } from '../optim/optimizer.js';
+import type { Backend, Session, Tensor, TensorArray } from '../runtime/backend.js';
+import { InputError } from '../io/files.js';
+import { paramValue } from './gradients.js';
+import { buildStepGraph, stepName, type StepGraph } from './step-graph.js';
+
+export type TargetKind = 'label' | 'input';
+
+export interface TrainerOptions extends LossSpec {
+  optimizer: ElementwiseOptimizer;
+  /** 'label': the dataset's class labels; 'input': the input itself (autoencoders). */
+  target?: TargetKind;
+  /** The model output the loss applies to (default the first). */
+  output?: string;
+  source?: string;
+}
+
+export interface StepInfo { step: number; epoch: number; loss: number; time: number; lr: number; skipped: boolean }
+export interface EpochInfo { epoch: number; steps: number; meanLoss: number; time: number }
+
+export interface FitOptions {
+  batchSize: number;
+  /** Stop after this many epochs (default 1) ... */
+  epochs?: number;
+  /** ... or after this many steps, whichever comes first. */
+  steps?: number;
+  shuffle?: boolean;
+  seed?: number;
+  onStep?: (info: StepInfo) => void | Promise<void>;
+  onEpoch?: (info: EpochInfo) => void | Promise<void>;
+}
+
+export interface FitResult { steps: number; epochs: number; skippedSteps: number; finalLoss: number; seconds: number }
+
+export class Trainer {
+  private params = new Map<string, Tensor>();
+  /** Optimizer state tensors by step-graph input name, with the output that replaces each. */
+  private state = new Map<string, Tensor>();
+  private stateOutputs = new Map<string, string>();
+  private t = 0;
+  private skipped = 0;
+
+  private constructor(
+    readonly backend: Backend,
+    private readonly model: onnx.ModelProto,
+    private readonly graph: StepGraph,
+    private readonly session: Session,
+    private readonly options: TrainerOptions,
+  ) {
+    for (const p of graph.parameters) {
+      const init = paramValue(model, p.name);
+      this.params.set(p.name, backend.tensor(init.dtype as 'float32', init.data as Float32Array, init.dims));
+      for (const s of options.optimizer.stateNames) {
+        this.state.set(stepName.state(p.name, s), backend.tensor(init.dtype as 'float32', new (init.data.constructor as Float32ArrayConstructor)(init.data.length), init.dims));
+        this.stateOutputs.set(stepName.state(p.name, s), stepName.newState(p.name, s));
+      }
+    }
+  }
+
+  static async create(backend: Backend, model: onnx.ModelProto, options: TrainerOptions): Promise<Trainer> {
+    const graph = buildStepGraph(model, { kind: options.kind, reduction: options.reduction, output: options.output, source: options.source }, options.optimizer);
+    const session = await backend.createSession(encodeModel(graph.model), { name: `training step graph of ${options.source ?? 'model'}` });
+    return new Trainer(backend, model, graph, session, options);
+  }
+
+  /** Steps taken so far. */
+  get step(): number { return this.t; }
+  get skippedSteps(): number { return this.skipped; }
+  get parameterNames(): string[] { return [...this.params.keys()]; }
+
+  /** One optimizer step on a batch; returns the batch loss before the update. */
+  async trainStep(batch: Batch): Promise<{ loss: number; skipped: boolean }> {
+    const t = this.t + 1;
+    const opt = this.options.optimizer;
+    const lr = opt.learningRate(t);
+    const feeds: Record<string, Tensor> = { ...this.batchFeeds(batch) };
+    for (const [k, v] of this.params) feeds[k] = v;
+    for (const [k, v] of this.state) feeds[k] = v;
+    const scalars = opt.scalars(t, lr);
+    const dtype = this.graph.parameters[0].type.dtype as 'float32';
+    for (const s of this.graph.scalars) feeds[stepName.scalar(s)] = this.backend.tensor(dtype, (dtype === 'float32' ? Float32Array : Float64Array).of(scalars[s]), []);
+    const out = await this.session.run(feeds);
+    const loss = Number((await this.backend.read(out[this.graph.training.outputs.loss]))[0]);
+    this.t = t;
+    // A non-finite loss means non-finite gradients: keep the old parameters and state.
+    if (!Number.isFinite(loss)) { this.skipped++; return { loss, skipped: true }; }
+    for (const p of this.params.keys()) {
+      const next = out[stepName.newParam(p)];
+      if (next) this.params.set(p, next);
+    }
+    for (const [input, output] of this.stateOutputs) if (out[output]) this.state.set(input, out[output]);
+    return { loss, skipped: false };
+  }
+
+  async fit(data: Dataset, options: FitOptions): Promise<FitResult> {
+    const epochs = options.epochs ?? (options.steps ? Infinity : 1);
+    const maxSteps = options.steps ?? Infinity;
+    if (!(options.batchSize >= 1)) throw new InputError('batch size must be ≥ 1');
+    const perEpoch = batchesPerEpoch(data.size, options.batchSize, false);
+    const start = performance.now();
+    let steps = 0; let epoch = 0; let finalLoss = NaN;
+    for (; epoch < epochs && steps < maxSteps; epoch++) {
+      let sum = 0; let n = 0;
+      for (const batch of batches(data, { batchSize: options.batchSize, shuffle: options.shuffle ?? true, seed: options.seed ?? 0, epoch })) {
+        if (steps >= maxSteps) break;
+        const { loss, skipped } = await this.trainStep(batch);
+        steps++;
+        finalLoss = loss;
+        if (!skipped) { sum += loss; n++; }
+        await options.onStep?.({ step: this.t, epoch, loss, time: (performance.now() - start) / 1000, lr: this.options.optimizer.learningRate(this.t), skipped });
+      }
+      await options.onEpoch?.({ epoch, steps: n, meanLoss: sum / Math.max(1, n), time: (performance.now() - start) / 1000 });
+      if (perEpoch === 0) break;
+    }
+    return { steps, epochs: epoch, skippedSteps: this.skipped, finalLoss, seconds: (performance.now() - start) / 1000 };
+  }
+
+  /** Current parameter values, copied out of the runtime. */
+  async parameters(): Promise<Map<string, TensorData>> {
+    const out = new Map<string, TensorData>();
+    for (const [name, t] of this.params) {
+      const data = await this.backend.read(t);
+      out.set(name, { dtype: t.type as TensorData['dtype'], dims: [...t.dims], data: (data as TensorArray).slice() as TensorData['data'] });
+    }
+    return out;
+  }
+
+  /** The user's model with the trained weights in place, as ONNX bytes. */
+  async exportModel(): Promise<Uint8Array> {
+    return encodeModel(withTrainedParameters(this.model, await this.parameters(), this.options.source));
+  }
+
+  async dispose(): Promise<void> { await this.session.release(); }
+
+  /** Shapes a batch for the model's input and builds the target. */
+  private batchFeeds(batch: Batch): Record<string, Tensor> {
+    const tg = this.graph.training;
+    if (tg.dataInputs.length !== 1) throw new InputError(`the model has ${tg.dataInputs.length} inputs; training from a dataset needs exactly one`);
+    const input = tg.dataInputs[0];
+    const dims = sampleDims(input.type.shape!, batch, `model input '${input.name}'`);
+    const feeds: Record<string, Tensor> = { [input.name]: this.backend.tensor('float32', batch.inputs, dims) };
+    const target = tg.target;
+    if ((this.options.target ?? 'label') === 'label') {
+      if (!batch.labels) throw new InputError('the dataset has no labels; use --target input for an autoencoder');
+      if (target.type.dtype !== 'int64') throw new InputError(`${this.options.kind} needs a ${target.type.dtype} target, not class labels; use --target input or --loss cross-entropy`);
+      feeds[target.name] = this.backend.tensor('int64', batch.labels, [batch.size]);
+    } else {
+      if (target.type.dtype === 'int64') throw new InputError('cross-entropy needs class labels as the target, not the input');
+      feeds[target.name] = this.backend.tensor('float32', batch.inputs, sampleDims(target.type.shape!, batch, `model output '${tg.output.name}' (the target is the input)`));
+    }
+    return feeds;
+  }
+}
+
+/** [batch, ...static sample dims], checking the sample size matches. */
+function sampleDims(shape: Dim[], batch: Batch, what: string): number[] {
+  const rest = shape.slice(1);
+  if (rest.some((d) => typeof d !== 'number')) throw new InputError(`${what} has a dynamic non-batch dimension [${shape}]`);
+  const per = (rest as number[]).reduce((a, b) => a * b, 1);
+  const have = batch.inputs.length / batch.size;
+  if (per !== have) throw new InputError(`${what} takes ${per} values per sample [${shape}], the data has ${have}`);
+  return [batch.size, ...(rest as number[])];
+}
