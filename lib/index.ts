@@ -1,1 +1,12 @@
-export const VERSION = "0.1.0";
+// kfqn for Node: train ONNX models on onnxruntime-node (cpu, cuda, webgpu) or onnxruntime-web (wasm).
+export const VERSION = '0.1.0';
+
+export * from '../graph-tools/index.js';
+export { createBackend } from './runtime/node.js';
+export { RuntimeError, EXECUTION_PROVIDERS, type Backend, type Session, type ExecutionProvider, type Tensor } from './runtime/backend.js';
+export { sgd, adam, type SgdOptions, type AdamOptions, type ElementwiseOptimizer, type Optimizer } from './optim/index.js';
+export { Trainer, type TrainerOptions, type FitOptions, type FitResult, type StepInfo, type EpochInfo, type TargetKind } from './train/trainer.js';
+export { computeGradients, type GradientResult, type GradientOptions } from './train/gradients.js';
+export * from './data/index.js';
+export { loadDataSpec, loadIdxDir, loadBundledMnist, parseDataSpec } from './data/node.js';
+export { readModelFile, readTensorFile, writeFileAtomic, InputError } from './io/files.js';

@@ -1,6 +1,6 @@
 // Known failures become one line and an exit code; anything else is a bug and keeps its stack.
 import { GraphError, OnnxFormatError } from '../../graph-tools/index.js';
-import { InputError } from '../io/files.js';
+import { InputError } from '../errors.js';
 import { DataError } from '../data/dataset.js';
 import { RuntimeError } from '../runtime/backend.js';
 

@@ -4,9 +4,9 @@ import { existsSync, readFileSync, renameSync, rmSync, writeFileSync, mkdirSync 
 import { basename, dirname, join, resolve } from 'node:path';
 import { decodeModel, decodeTensor, tensorFromProto, onnx, type TensorData } from '../../graph-tools/onnx/index.js';
 
-export class InputError extends Error {
-  constructor(message: string) { super(message); this.name = 'InputError'; }
-}
+import { InputError } from '../errors.js';
+
+export { InputError };
 
 function readBytes(path: string, what: string): Uint8Array {
   if (!existsSync(path)) throw new InputError(`${what} not found: ${path}`);

@@ -2,7 +2,7 @@
 import type { Dim, ValueType } from '../../graph-tools/index.js';
 import type { TensorData } from '../../graph-tools/onnx/index.js';
 import type { Backend, Tensor, TensorType } from '../runtime/backend.js';
-import { InputError } from '../io/files.js';
+import { InputError } from '../errors.js';
 
 /** Checks dtype and static dims; binds symbolic dims consistently across inputs via `bound`. */
 export function checkTensor(name: string, t: TensorData, expected: ValueType, bound: Map<string, number>, what = `input '${name}'`): void {

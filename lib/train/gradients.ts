@@ -2,7 +2,7 @@
 // layer's pre-activation gradient (what `kfqn grad` prints).
 import { buildTrainingGraph, encodeModel, tensorFromProto, toFloat64, type LossSpec, type onnx, type TensorData } from '../../graph-tools/index.js';
 import type { Backend, Tensor } from '../runtime/backend.js';
-import { InputError } from '../io/files.js';
+import { InputError } from '../errors.js';
 import { checkTensor, toRuntime } from './feeds.js';
 
 export interface GradientResult {

@@ -4,7 +4,7 @@ import { encodeModel, withTrainedParameters, type Dim, type LossSpec, type onnx,
 import { batches, batchesPerEpoch, type Batch, type Dataset } from '../data/index.js';
 import type { ElementwiseOptimizer } from '../optim/optimizer.js';
 import type { Backend, Session, Tensor, TensorArray } from '../runtime/backend.js';
-import { InputError } from '../io/files.js';
+import { InputError } from '../errors.js';
 import { paramValue } from './gradients.js';
 import { buildStepGraph, stepName, type StepGraph } from './step-graph.js';
 

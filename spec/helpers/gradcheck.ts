@@ -19,7 +19,11 @@ export interface GradCase {
   h?: number;
 }
 
-export interface ParamCheck { param: string; grad: Float64Array; fd: Float64Array; maxAbsDiff: number; maxAbsFd: number; relError: number }
+export interface ParamCheck {
+  param: string; grad: Float64Array; fd: Float64Array; maxAbsDiff: number; maxAbsFd: number;
+  /** maxAbsDiff / max(maxAbsFd, 1e-3 · the largest |fd| of all parameters). */
+  relError: number;
+}
 
 export interface GradCheckResult {
   loss: number;
@@ -123,12 +127,15 @@ export async function gradCheck(backend: Backend, c: GradCase): Promise<GradChec
         maxAbsDiff = Math.max(maxAbsDiff, Math.abs(grad[i] - fd[i]));
         maxAbsFd = Math.max(maxAbsFd, Math.abs(fd[i]));
       }
-      params.push({ param: p, grad, fd, maxAbsDiff, maxAbsFd, relError: maxAbsDiff / Math.max(maxAbsFd, 1e-12) });
+      params.push({ param: p, grad, fd, maxAbsDiff, maxAbsFd, relError: NaN });
     }
   } finally {
     await ev.release();
   }
   const maxAbsFd = Math.max(...params.map((q) => q.maxAbsFd));
+  // Relative to the tensor's own largest |fd|, floored at 1e-3 of the largest over all parameters
+  // (a tensor can have an exactly zero gradient, e.g. a bias that Softmax is invariant to).
+  for (const q of params) q.relError = q.maxAbsDiff / Math.max(q.maxAbsFd, 1e-3 * maxAbsFd, 1e-12);
   const maxAbsGrad = Math.max(...params.map((q) => Math.max(...Array.from(q.grad, Math.abs))));
   return {
     loss: result.loss, loss32: result32.loss, result, result32, params,
@@ -137,7 +144,7 @@ export async function gradCheck(backend: Backend, c: GradCase): Promise<GradChec
 }
 
 /** A one-line description of the worst parameter, for assertion messages. */
-export function describe(r: GradCheckResult): string {
+export function explain(r: GradCheckResult): string {
   return r.params.map((q) => {
     let worst = 0;
     for (let i = 0; i < q.fd.length; i++) if (Math.abs(q.grad[i] - q.fd[i]) > Math.abs(q.grad[worst] - q.fd[worst])) worst = i;

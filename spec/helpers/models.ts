@@ -75,3 +75,88 @@ export class Rng {
     return Array.from({ length: n }, () => Math.fround((this.next() < 0.5 ? -1 : 1) * this.uniform(lo, hi)));
   }
 }
+
+export interface LayerOptions {
+  /** Gemm only: weight stored [out, in]. */
+  transB?: boolean;
+  alpha?: number;
+  beta?: number;
+  /** 'vec': shape [out]; 'row': shape [1, out]; 'none': no bias. Default 'vec'. */
+  bias?: 'vec' | 'row' | 'none';
+  /** Weight magnitude: entries uniform in ±scale (default 0.6). */
+  scale?: number;
+  /** MatMul only: put the bias first in its Add. */
+  biasFirst?: boolean;
+}
+
+/**
+ * Builds a model node by node with fresh names, random float32 initializers and random input data
+ * (from one seeded Rng), e.g. `const h = b.gemm(b.input('x', ['N', 3], [4, 3]), 3, 4)`.
+ */
+export class ModelBuilder {
+  readonly rng: Rng;
+  readonly inputs: InputSpec[] = [];
+  readonly initializers: InitializerSpec[] = [];
+  readonly nodes: NodeSpec[] = [];
+  /** Run-time values for the inputs. */
+  readonly data: Record<string, TensorData> = {};
+  private counts = new Map<string, number>();
+
+  constructor(seed: number, readonly opset = 13) { this.rng = new Rng(seed); }
+
+  fresh(hint: string): string {
+    const n = (this.counts.get(hint) ?? 0) + 1;
+    this.counts.set(hint, n);
+    return `${hint}${n}`;
+  }
+
+  /** A data input with declared `shape` and random values of run-time shape `dims`. */
+  input(name: string, shape: Dim[], dims: number[], lo = -1, hi = 1): string {
+    this.inputs.push({ name, shape });
+    this.data[name] = tensor(dims, this.rng.array(dims.reduce((a, d) => a * d, 1), lo, hi));
+    return name;
+  }
+
+  /** An initializer: given values, or random in ±scale. */
+  init(hint: string, dims: number[], values: number[] | number = 0.6, dtype: DataType = 'float32'): string {
+    const name = this.fresh(hint);
+    const n = dims.reduce((a, d) => a * d, 1);
+    this.initializers.push({ name, dims, dtype, values: typeof values === 'number' ? this.rng.array(n, -values, values) : values });
+    return name;
+  }
+
+  int64(hint: string, values: number[]): string { return this.init(hint, [values.length], values, 'int64'); }
+
+  node(op: string, inputs: string[], attrs: onnx.IAttributeProto[] = [], outputs: number | string[] = 1): string {
+    const outs = typeof outputs === 'number' ? Array.from({ length: outputs }, () => this.fresh(op.toLowerCase())) : outputs;
+    this.nodes.push({ op, inputs, outputs: outs, attrs });
+    return outs[0];
+  }
+
+  /** A trainable Gemm layer x·W (+ b). */
+  gemm(x: string, inF: number, outF: number, o: LayerOptions = {}): string {
+    const w = this.init('W', o.transB ? [outF, inF] : [inF, outF], o.scale ?? 0.6);
+    const bias = o.bias ?? 'vec';
+    const ins = [x, w];
+    if (bias !== 'none') ins.push(this.init('b', bias === 'row' ? [1, outF] : [outF], 0.3));
+    const attrs = [];
+    if (o.transB) attrs.push(A.int('transB', 1));
+    if (o.alpha !== undefined) attrs.push(A.float('alpha', o.alpha));
+    if (o.beta !== undefined) attrs.push(A.float('beta', o.beta));
+    return this.node('Gemm', ins, attrs);
+  }
+
+  /** A trainable MatMul layer x·W (+ b through an Add). */
+  matmul(x: string, inF: number, outF: number, o: LayerOptions = {}): string {
+    const w = this.init('W', [inF, outF], o.scale ?? 0.6);
+    const m = this.node('MatMul', [x, w]);
+    const bias = o.bias ?? 'none';
+    if (bias === 'none') return m;
+    const b = this.init('b', bias === 'row' ? [1, outF] : [outF], 0.3);
+    return this.node('Add', o.biasFirst ? [b, m] : [m, b]);
+  }
+
+  model(output: string | (string | OutputSpec)[]): onnx.ModelProto {
+    return buildModel({ opset: this.opset, inputs: this.inputs, initializers: this.initializers, nodes: this.nodes, output });
+  }
+}

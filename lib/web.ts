@@ -1,0 +1,11 @@
+// kfqn for browsers: onnxruntime-web (wasm, webgpu). Nothing here reaches a Node built-in:
+// load models and data as bytes (fetch) and decode them with decodeModel / parseIdx.
+export const VERSION = '0.1.0';
+
+export * from '../graph-tools/index.js';
+export { createWebBackend, type WebBackendOptions } from './runtime/web.js';
+export { RuntimeError, type Backend, type Session, type ExecutionProvider, type Tensor } from './runtime/backend.js';
+export { sgd, adam, type SgdOptions, type AdamOptions, type ElementwiseOptimizer, type Optimizer } from './optim/index.js';
+export { Trainer, type TrainerOptions, type FitOptions, type FitResult, type StepInfo, type EpochInfo, type TargetKind } from './train/trainer.js';
+export { computeGradients, type GradientResult, type GradientOptions } from './train/gradients.js';
+export * from './data/index.js';

@@ -1,0 +1,59 @@
+// Seconds per training step against the floor of one forward+backward pass of the same graph.
+// Usage: npx tsx scripts/bench/step-time.ts [--ep cpu|wasm|webgpu] [--batch 1000] [--steps 20] [--optimizer adam|sgd]
+// Prints one JSON object.
+import { parseArgs } from 'node:util';
+import { cpus } from 'node:os';
+import { buildTrainingGraph, encodeModel } from '../../graph-tools/index.js';
+import { loadBundledMnist } from '../../lib/data/node.js';
+import { batches } from '../../lib/data/index.js';
+import { readModelFile } from '../../lib/io/files.js';
+import { adam, sgd } from '../../lib/optim/index.js';
+import { createBackend, type ExecutionProvider, type Tensor } from '../../lib/runtime/index.js';
+import { paramValue } from '../../lib/train/gradients.js';
+import { Trainer } from '../../lib/train/trainer.js';
+
+const { values } = parseArgs({ options: {
+  ep: { type: 'string', default: 'cpu' }, batch: { type: 'string', default: '1000' }, steps: { type: 'string', default: '20' },
+  optimizer: { type: 'string', default: 'adam' }, model: { type: 'string', default: 'models/mnist-autoencoder.onnx' },
+} });
+const ep = values.ep as ExecutionProvider;
+const batchSize = Number(values.batch);
+const steps = Number(values.steps);
+const warmup = 3;
+
+const backend = await createBackend(ep);
+const model = readModelFile(values.model!);
+const data = loadBundledMnist();
+const batch = batches(data, { batchSize, shuffle: false, seed: 0, epoch: 0 }).next().value!;
+const spec = { kind: 'bce-with-logits' as const, reduction: 'per-sample-sum' as const };
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+async function time(fn: () => Promise<unknown>): Promise<number[]> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const out: number[] = [];
+  for (let i = 0; i < steps; i++) { const t = performance.now(); await fn(); out.push((performance.now() - t) / 1000); }
+  return out;
+}
+
+// Floor: the training graph (loss + every parameter gradient), one session.run.
+const tg = buildTrainingGraph(model, { ...spec });
+const floorSession = await backend.createSession(encodeModel(tg.toModel()), { name: 'forward+backward' });
+const feeds: Record<string, Tensor> = {
+  input: backend.tensor('float32', batch.inputs, [batch.size, 784]),
+  [tg.target.name]: backend.tensor('float32', batch.inputs, [batch.size, 784]),
+};
+for (const p of tg.report.parameters) { const v = paramValue(model, p); feeds[p] = backend.tensor('float32', v.data as Float32Array, v.dims); }
+const floor = await time(() => floorSession.run(feeds));
+await floorSession.release();
+
+const optimizer = values.optimizer === 'sgd' ? sgd({ lr: 0.01, momentum: 0.9 }) : adam({ lr: 1e-3 });
+const trainer = await Trainer.create(backend, model, { ...spec, optimizer, target: 'input' });
+const step = await time(() => trainer.trainStep(batch));
+await trainer.dispose();
+
+const params = tg.report.parameters.reduce((n, p) => n + paramValue(model, p).data.length, 0);
+console.log(JSON.stringify({
+  bench: 'step-time', model: values.model, ep, batch: batchSize, optimizer: optimizer.name, parameters: params,
+  floor_s: median(floor), step_s: median(step), ratio: median(step) / median(floor),
+  floor_samples: floor.length, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version },
+}));
