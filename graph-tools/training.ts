@@ -1,7 +1,7 @@
 // Turns a user's inference graph into a training graph: data inputs, the target and every
 // trainable parameter as pure graph inputs; the loss, parameter gradients and, on request, each
 // layer's activations, pre-activations and pre-activation gradients as outputs.
-import { backward, type Gradients } from './autodiff/index.js';
+import { backward, gradientPath, type Gradients } from './autodiff/index.js';
 import { Emitter } from './ir/emitter.js';
 import { Graph, GraphError, type ValueInfo } from './ir/graph.js';
 import { inferShapes } from './ir/shapes.js';
@@ -77,6 +77,7 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
 
   const output = opts.output ? g.outputs.find((o) => o.name === opts.output) : g.outputs[0];
   if (!output) throw new GraphError(`${source}: no graph output named '${opts.output}'; outputs: ${g.outputs.map((o) => o.name).join(', ')}`);
+  gradientPath(g, report.parameters, output.name); // unsupported ops fail here, before shapes are needed
   const outType = g.types.get(output.name) ?? output.type;
   if (!outType.shape) throw new GraphError(`${source}: the shape of output '${output.name}' is unknown`);
   const dataInputs = [...g.inputs];

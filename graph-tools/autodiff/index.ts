@@ -16,12 +16,11 @@ export interface Gradients {
 }
 
 /**
- * Appends the backward pass for d(seed value)/d(parameters) to `g`, seeded with `seedGrad` as the
- * gradient of `seed`. Returns a lookup from forward values to their gradient values.
+ * The nodes between the parameters and `seed` in graph order, and the values on that path.
+ * Throws, naming the node and op, when one of them has no backward rule.
  */
-export function backward(g: Graph, e: Emitter, params: string[], seed: string, seedGrad: string): Gradients {
-  const forward = [...g.nodes];
-
+export function gradientPath(g: Graph, params: string[], seed: string): { nodes: Node[]; values: Set<string> } {
+  const forward = g.nodes;
   // Values that depend on a parameter through differentiable inputs.
   const requires = new Set(params);
   for (const node of forward) {
@@ -31,19 +30,28 @@ export function backward(g: Graph, e: Emitter, params: string[], seed: string, s
     for (const o of node.outputs) if (o && FLOAT.has(g.types.get(o)?.dtype ?? 'float32')) requires.add(o);
   }
   // Of those, the values the seed depends on.
-  const relevant = new Set<string>([seed]);
+  const values = new Set<string>([seed]);
   for (let i = forward.length - 1; i >= 0; i--) {
     const node = forward[i];
-    if (!node.outputs.some((o) => relevant.has(o))) continue;
-    for (const v of node.inputs) if (requires.has(v)) relevant.add(v);
+    if (!node.outputs.some((o) => values.has(o))) continue;
+    for (const v of node.inputs) if (requires.has(v)) values.add(v);
   }
-  const onPath = forward.filter((n) => n.outputs.some((o) => relevant.has(o)) && n.inputs.some((v) => relevant.has(v)));
-  const unsupported = onPath.filter((n) => !gradientEntry(n.opType));
-  if (unsupported.length) {
-    const n = unsupported[0];
+  const nodes = forward.filter((n) => n.outputs.some((o) => values.has(o)) && n.inputs.some((v) => values.has(v)));
+  const unsupported = nodes.find((n) => !gradientEntry(n.opType));
+  if (unsupported) {
+    const n = unsupported;
     throw new GraphError(`node '${n.name}' (${n.opType}) lies between a trainable parameter and the loss, and kfqn has no backward rule for ${n.opType}. `
       + `Supported on that path: ${supportedOps().join(', ')}.`);
   }
+  return { nodes, values };
+}
+
+/**
+ * Appends the backward pass for d(seed value)/d(parameters) to `g`, seeded with `seedGrad` as the
+ * gradient of `seed`. Returns a lookup from forward values to their gradient values.
+ */
+export function backward(g: Graph, e: Emitter, params: string[], seed: string, seedGrad: string): Gradients {
+  const { nodes: onPath, values: relevant } = gradientPath(g, params, seed);
 
   const contributions = new Map<string, string[]>([[seed, [seedGrad]]]);
   const summed = new Map<string, string>();

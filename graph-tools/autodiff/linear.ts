@@ -23,8 +23,7 @@ registerGradient(['MatMul'], [0, 1], (e, node, [dY], wanted) => {
   const ra = e.shapeOf(a).length;
   const rb = e.shapeOf(b).length;
   if (ra < 2 || rb < 2) throw new GraphError(`node '${node.name}' (MatMul): 1-D operands are not supported in training graphs`);
-  const swapLast = (x: string, r: number) => (r === 2 ? x
-    : e.op('Transpose', [x], [A.ints('perm', [...Array(r - 2).keys(), r - 1, r - 2])]));
+  const swapLast = (x: string, r: number) => e.op('Transpose', [x], [A.ints('perm', [...Array(r - 2).keys(), r - 1, r - 2])]);
   let dA: string | undefined;
   let dB: string | undefined;
   if (wanted[0]) {

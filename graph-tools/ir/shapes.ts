@@ -28,7 +28,10 @@ function fail(node: Node, msg: string): never {
 
 function typeOf(g: Graph, node: Node, v: string): ValueType {
   const t = g.types.get(v);
-  if (!t) fail(node, `the type of input '${v}' is unknown`);
+  if (!t) {
+    const from = g.nodes.find((n) => n.outputs.includes(v));
+    fail(node, `the type of input '${v}' is unknown${from ? ` (it comes from node '${from.name}' (${from.opType}), an op kfqn has no shape rule for)` : ''}`);
+  }
   return t;
 }
 
@@ -88,7 +91,10 @@ function inferNode(g: Graph, node: Node, known: Map<string, Known>): void {
   const opset = g.opset;
   switch (node.opType) {
     case 'Identity': case 'Relu': case 'LeakyRelu': case 'Sigmoid': case 'Tanh': case 'Elu': case 'Softplus':
-    case 'Softmax': case 'LogSoftmax': case 'Neg': case 'Exp': case 'Log': case 'Abs': case 'Sqrt': case 'Clip': {
+    case 'Softmax': case 'LogSoftmax': case 'Neg': case 'Exp': case 'Log': case 'Abs': case 'Sqrt': case 'Clip':
+    // Elementwise ops kfqn does not differentiate but lets stand off the gradient path.
+    case 'Erf': case 'Sin': case 'Cos': case 'Floor': case 'Ceil': case 'Round': case 'Sign': case 'Reciprocal':
+    case 'HardSigmoid': case 'HardSwish': case 'Selu': case 'Gelu': case 'Mish': case 'Softsign': case 'ThresholdedRelu': {
       set(0, inT(0));
       if (node.opType === 'Identity' && kv(0)) known.set(node.outputs[0], kv(0)!);
       return;
@@ -271,7 +277,8 @@ function inferNode(g: Graph, node: Node, known: Map<string, Known>): void {
       return;
     }
     default:
-      fail(node, 'no shape inference rule for this op');
+      // Outputs stay untyped; a later node that needs them names this op (see typeOf).
+      return;
   }
 }
 

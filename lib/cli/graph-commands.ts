@@ -65,12 +65,12 @@ export async function augment(args: string[]): Promise<void> {
 }
 
 const GRAD_HELP = `kfqn grad MODEL --loss cross-entropy|mse|bce-with-logits [--reduction mean|sum|per-sample-sum]
-          --input NAME=FILE.pb [--input ...] --target FILE.pb [--json] [--float32] [--ep cpu|wasm]
+          --input NAME=FILE.pb [--input ...] --target FILE.pb [--json] [--float32] [--ep cpu|wasm|webgpu|cuda]
   One forward and backward pass. Prints the loss, the gradient of every trainable initializer
   (flattened row-major in the initializer's layout) and of every layer's pre-activation.
   FILE.pb: an ONNX TensorProto (onnx.numpy_helper.from_array(a).SerializeToString()).
   Targets: int64 class ids [N] for cross-entropy; the output's shape and dtype otherwise.
-  Computes in float64 (the graph is widened) unless --float32.
+  Computes in float64 (the graph is widened) unless --float32 or an op has no float64 kernel.
   Supported ops on the gradient path: ${supportedOps().join(', ')}.`;
 
 export async function grad(args: string[]): Promise<void> {
@@ -91,7 +91,7 @@ export async function grad(args: string[]): Promise<void> {
   const target = readTensorFile(values.target as string);
   const model = readModelFile(path);
   const backend = await createBackend(epFrom(values.ep));
-  const r = await computeGradients(backend, model, { ...spec, inputs, target, dtype: values.float32 ? 'float32' : 'float64', source: basename(path) });
+  const r = await computeGradients(backend, model, { ...spec, inputs, target, dtype: values.float32 ? 'float32' : undefined, source: basename(path) });
   if (values.json) {
     const obj = (m: Map<string, Float64Array>) => Object.fromEntries([...m].map(([k, v]) => [k, Array.from(v)]));
     console.log(JSON.stringify({ loss: r.loss, gradients: obj(r.gradients), preactivation_gradients: obj(r.preactivationGradients) }));

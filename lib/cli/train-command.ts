@@ -77,7 +77,9 @@ export async function train(args: string[]): Promise<void> {
   const model = readModelFile(modelPath);
   const backend = await createBackend(epFrom(values.ep));
   const trainer = await Trainer.create(backend, model, { ...loss, optimizer, target: targetKind, source: basename(modelPath) });
-  const log: WriteStream | undefined = values.log ? createWriteStream(values.log as string) : undefined;
+  // Opened at the first step, so a run that fails before training leaves no empty log behind.
+  let log: WriteStream | undefined;
+  const writeLog = (line: string) => { log ??= createWriteStream(values.log as string); log.write(line); };
   const progress = values.quiet || !process.stderr.isTTY ? undefined : new Progress(process.stderr);
   const totalSteps = Math.min(steps ?? Infinity, epochs !== undefined ? epochs * Math.ceil(data.size / batchSize) : Infinity);
   console.log(`kfqn train: ${basename(modelPath)} on ${data.name} (${data.size} samples), ${optimizer.name} ${JSON.stringify(optimizer.options)}, `
@@ -86,7 +88,7 @@ export async function train(args: string[]): Promise<void> {
     const result = await trainer.fit(data, {
       batchSize, epochs, steps, shuffle: values['no-shuffle'] !== true, seed: number(values.seed, '--seed', { integer: true }) ?? 0,
       onStep: (s: StepInfo) => {
-        log?.write(`${JSON.stringify({ step: s.step, epoch: s.epoch, loss: s.loss, time: s.time, lr: s.lr })}\n`);
+        if (values.log) writeLog(`${JSON.stringify({ step: s.step, epoch: s.epoch, loss: s.loss, time: s.time, lr: s.lr })}\n`);
         progress?.update(s, totalSteps, batchSize);
       },
       onEpoch: (e) => {
@@ -102,7 +104,7 @@ export async function train(args: string[]): Promise<void> {
     }
   } finally {
     progress?.clear();
-    await new Promise<void>((resolve) => (log ? log.end(resolve) : resolve()));
+    await new Promise<void>((resolve) => (log ? log.end(() => resolve()) : resolve()));
     await trainer.dispose();
   }
 }

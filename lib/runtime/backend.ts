@@ -68,7 +68,9 @@ export class CheckedSession implements Session {
 
 /** Turns an ORT session-creation failure into a message that says what is missing. */
 export function explainSessionError(ep: ExecutionProvider, name: string, err: unknown): RuntimeError {
-  const msg = (err as Error)?.message ?? String(err);
+  // ORT's messages carry source paths and assertion text; keep the human part on one line.
+  const raw = ((err as Error)?.message ?? String(err)).replace(/\s+/g, ' ').trim();
+  const msg = raw.replace(/\/onnxruntime_src\/\S+ (\S+::)*\S+ /g, '').replace(/^.* was false\. /, '');
   const hints: Record<ExecutionProvider, string> = {
     cpu: '',
     cuda: 'the CUDA execution provider could not start. onnxruntime-node ships without its CUDA 12 libraries; '

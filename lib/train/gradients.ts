@@ -1,7 +1,7 @@
 // One forward/backward evaluation of a model: the loss, every parameter gradient and every
 // layer's pre-activation gradient (what `kfqn grad` prints).
 import { buildTrainingGraph, encodeModel, tensorFromProto, toFloat64, type LossSpec, type onnx, type TensorData } from '../../graph-tools/index.js';
-import type { Backend, Tensor } from '../runtime/backend.js';
+import { RuntimeError, type Backend, type Tensor } from '../runtime/backend.js';
 import { InputError } from '../errors.js';
 import { checkTensor, toRuntime } from './feeds.js';
 
@@ -18,14 +18,27 @@ export interface GradientResult {
 export interface GradientOptions extends LossSpec {
   inputs: Record<string, TensorData>;
   target: TensorData;
-  /** float64 (default) evaluates a float64 copy of the graph, for comparison with references. */
+  /**
+   * float64 evaluates a float64 copy of the graph, for comparison with references; float32 the
+   * graph as exported. Default: float64 where the EP has float64 kernels for every op, else float32.
+   */
   dtype?: 'float32' | 'float64';
   output?: string;
   source?: string;
 }
 
 export async function computeGradients(backend: Backend, model: onnx.ModelProto, opts: GradientOptions): Promise<GradientResult> {
-  const dtype = opts.dtype ?? 'float64';
+  if (opts.dtype) return evaluate(backend, model, opts, opts.dtype);
+  try {
+    return await evaluate(backend, model, opts, 'float64');
+  } catch (e) {
+    // An op of the user's graph without a float64 kernel on this EP: evaluate as exported.
+    if (e instanceof RuntimeError && /Could not find an implementation/.test(e.message)) return evaluate(backend, model, opts, 'float32');
+    throw e;
+  }
+}
+
+async function evaluate(backend: Backend, model: onnx.ModelProto, opts: GradientOptions, dtype: 'float32' | 'float64'): Promise<GradientResult> {
   const tg = buildTrainingGraph(model, {
     kind: opts.kind, reduction: opts.reduction, output: opts.output, source: opts.source,
     capture: { preactivationGradients: true },

@@ -41,7 +41,9 @@ export class Trainer {
   /** Optimizer state tensors by step-graph input name, with the output that replaces each. */
   private state = new Map<string, Tensor>();
   private stateOutputs = new Map<string, string>();
+  /** Steps attempted (what logs count) and updates applied (what the optimizer's step t counts). */
   private t = 0;
+  private updates = 0;
   private skipped = 0;
 
   private constructor(
@@ -74,7 +76,7 @@ export class Trainer {
 
   /** One optimizer step on a batch; returns the batch loss before the update. */
   async trainStep(batch: Batch): Promise<{ loss: number; skipped: boolean }> {
-    const t = this.t + 1;
+    const t = this.updates + 1;
     const opt = this.options.optimizer;
     const lr = opt.learningRate(t);
     const feeds: Record<string, Tensor> = { ...this.batchFeeds(batch) };
@@ -85,9 +87,11 @@ export class Trainer {
     for (const s of this.graph.scalars) feeds[stepName.scalar(s)] = this.backend.tensor(dtype, (dtype === 'float32' ? Float32Array : Float64Array).of(scalars[s]), []);
     const out = await this.session.run(feeds);
     const loss = Number((await this.backend.read(out[this.graph.training.outputs.loss]))[0]);
-    this.t = t;
-    // A non-finite loss means non-finite gradients: keep the old parameters and state.
+    this.t++;
+    // A non-finite loss means non-finite gradients: keep the old parameters and state, and do
+    // not count the step for the optimizer (as PyTorch's GradScaler skips optimizer.step()).
     if (!Number.isFinite(loss)) { this.skipped++; return { loss, skipped: true }; }
+    this.updates = t;
     for (const p of this.params.keys()) {
       const next = out[stepName.newParam(p)];
       if (next) this.params.set(p, next);
@@ -111,7 +115,7 @@ export class Trainer {
         steps++;
         finalLoss = loss;
         if (!skipped) { sum += loss; n++; }
-        await options.onStep?.({ step: this.t, epoch, loss, time: (performance.now() - start) / 1000, lr: this.options.optimizer.learningRate(this.t), skipped });
+        await options.onStep?.({ step: this.t, epoch, loss, time: (performance.now() - start) / 1000, lr: this.options.optimizer.learningRate(Math.max(1, this.updates)), skipped });
       }
       await options.onEpoch?.({ epoch, steps: n, meanLoss: sum / Math.max(1, n), time: (performance.now() - start) / 1000 });
       if (perEpoch === 0) break;

@@ -35,8 +35,9 @@ export interface GradCheckResult {
   /** Largest |kfqn − fd| over all parameters, relative to the largest |fd| over all parameters. */
   relError: number;
   maxAbsGrad: number;
-  /** Smallest |v| over the awayFromZero values. */
+  /** Smallest |v| over the awayFromZero values, and how many of them are negative / positive. */
   minAbsKink: number;
+  kinkSigns: { negative: number; positive: number };
 }
 
 function toRuntime(backend: Backend, t: TensorData): Tensor {
@@ -101,7 +102,13 @@ export async function gradCheck(backend: Backend, c: GradCase): Promise<GradChec
   const out = values.get(c.model.graph!.output![0].name!)!;
   const target = c.target ?? randomTarget(loss, out.dims, rng);
   let minAbsKink = Infinity;
-  for (const v of c.awayFromZero ?? []) for (const x of values.get(v)!.data as Float32Array) minAbsKink = Math.min(minAbsKink, Math.abs(x));
+  const kinkSigns = { negative: 0, positive: 0 };
+  for (const v of c.awayFromZero ?? []) {
+    for (const x of values.get(v)!.data as Float32Array) {
+      minAbsKink = Math.min(minAbsKink, Math.abs(x));
+      if (x < 0) kinkSigns.negative++; else kinkSigns.positive++;
+    }
+  }
 
   const opts = { ...loss, inputs: c.inputs, target };
   const result = await computeGradients(backend, c.model, opts);
@@ -139,7 +146,7 @@ export async function gradCheck(backend: Backend, c: GradCase): Promise<GradChec
   const maxAbsGrad = Math.max(...params.map((q) => Math.max(...Array.from(q.grad, Math.abs))));
   return {
     loss: result.loss, loss32: result32.loss, result, result32, params,
-    relError: Math.max(...params.map((q) => q.maxAbsDiff)) / Math.max(maxAbsFd, 1e-12), maxAbsGrad, minAbsKink,
+    relError: Math.max(...params.map((q) => q.maxAbsDiff)) / Math.max(maxAbsFd, 1e-12), maxAbsGrad, minAbsKink, kinkSigns,
   };
 }
 

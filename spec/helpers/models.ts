@@ -1,6 +1,6 @@
 // Builds small ONNX models in code for specs, and seeded random data.
 import { A, valueInfoProto, type Dim } from '../../graph-tools/ir/graph.js';
-import { onnx, tensorToProto, type DataType, type TensorData } from '../../graph-tools/onnx/index.js';
+import { encodeModel, onnx, tensorToProto, type DataType, type TensorData } from '../../graph-tools/onnx/index.js';
 
 export { A };
 
@@ -19,10 +19,14 @@ export interface ModelSpec {
   output: string | OutputSpec | (string | OutputSpec)[];
 }
 
-/** A ModelProto (float32 unless a dtype says otherwise); nodes are named `<op>_<index>` unless named. */
+/**
+ * A ModelProto (float32 unless a dtype says otherwise); nodes are named `<op>_<index>` unless named.
+ * It is encoded and decoded once, so it reads as a model file would: float attributes, for one,
+ * are then the float32 values that ONNX Runtime sees.
+ */
 export function buildModel(spec: ModelSpec): onnx.ModelProto {
   const outs = (Array.isArray(spec.output) ? spec.output : [spec.output]).map((o) => (typeof o === 'string' ? { name: o } : o));
-  return onnx.ModelProto.create({
+  return onnx.ModelProto.decode(encodeModel(onnx.ModelProto.create({
     irVersion: 8,
     producerName: 'kfqn-spec',
     opsetImport: [{ domain: '', version: spec.opset ?? 13 }],
@@ -35,7 +39,7 @@ export function buildModel(spec: ModelSpec): onnx.ModelProto {
       input: spec.inputs.map((i) => valueInfoProto(i.name, { dtype: i.dtype ?? 'float32', shape: i.shape })),
       output: outs.map((o) => valueInfoProto(o.name, { dtype: o.dtype ?? 'float32', shape: o.shape })),
     }),
-  });
+  })));
 }
 
 /** A TensorData from plain numbers. */
