@@ -38,6 +38,38 @@ export interface Backend {
 
 type OrtSession = InferenceSession;
 
+/** What kfqn uses of an ORT package; onnxruntime-node and onnxruntime-web both provide it. */
+export interface OrtModule {
+  InferenceSession: { create(model: Uint8Array, options: InferenceSession.SessionOptions): Promise<InferenceSession> };
+  Tensor: new (type: TensorType, data: TensorArray, dims: readonly number[]) => unknown;
+}
+
+/** A Backend over one ORT package and one execution provider. */
+export class OrtBackend implements Backend {
+  constructor(readonly ep: ExecutionProvider, private readonly ort: OrtModule) {}
+
+  async createSession(model: Uint8Array, options: SessionOptions): Promise<Session> {
+    try {
+      const s = await this.ort.InferenceSession.create(model, {
+        executionProviders: [this.ep],
+        graphOptimizationLevel: options.graphOptimizationLevel ?? 'extended',
+        logSeverityLevel: 3,
+      });
+      return new CheckedSession(options.name, s);
+    } catch (e) {
+      throw explainSessionError(this.ep, options.name, e);
+    }
+  }
+
+  tensor(type: TensorType, data: TensorArray, dims: readonly number[]): Tensor {
+    return new this.ort.Tensor(type, data, dims) as Tensor;
+  }
+
+  async read(t: Tensor): Promise<TensorArray> {
+    return (t.location === 'cpu' ? t.data : await t.getData()) as TensorArray;
+  }
+}
+
 /** Wraps an ORT session with feed validation (onnxruntime-node silently ignores unknown names). */
 export class CheckedSession implements Session {
   readonly inputNames: readonly string[];

@@ -10,6 +10,7 @@ import { readModelFile, readTensorFile } from '../../../lib/io/files.js';
 import {
   flattenGemmModel, gemmThenModel, lines, readJsonLines, removeTempDir, runCli, spawnCli, tempDir, writeModel, writeTensor, type CliResult,
 } from '../../helpers/cli.js';
+import { relError } from '../../helpers/train.js';
 
 const root = 'spec/fixtures/mlp';
 const IDX = 'idx:spec/fixtures/idx';
@@ -26,16 +27,6 @@ const fixture = (name: string) => ({
   target: join(root, name, 'target.pb'),
   ref: JSON.parse(readFileSync(join(root, name, 'reference.json'), 'utf8')) as Reference,
 });
-
-function relErr(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  expect(actual.length, 'length').to.equal(expected.length);
-  let diff = 0; let scale = 1e-12;
-  for (let i = 0; i < expected.length; i++) {
-    diff = Math.max(diff, Math.abs(actual[i] - expected[i]));
-    scale = Math.max(scale, Math.abs(expected[i]));
-  }
-  return diff / scale;
-}
 
 /** A successful run: exit 0, nothing on stderr. */
 function expectOk(r: CliResult): void {
@@ -84,9 +75,9 @@ describe('kfqn CLI', function () {
         expect(Object.keys(out).sort()).to.deep.equal(['gradients', 'loss', 'preactivation_gradients']);
         expect(Math.abs(out.loss - f.ref.loss) / Math.abs(f.ref.loss)).to.be.below(1e-7);
         expect(Object.keys(out.gradients).sort(), 'initializer names').to.deep.equal(Object.keys(f.ref.gradients).sort());
-        for (const [p, g] of Object.entries(f.ref.gradients)) expect(relErr(out.gradients[p], g), p).to.be.below(1e-7);
+        for (const [p, g] of Object.entries(f.ref.gradients)) expect(relError(out.gradients[p], g), p).to.be.below(1e-7);
         expect(Object.keys(out.preactivation_gradients).sort(), 'value names').to.deep.equal(Object.keys(f.ref.preactivation_gradients).sort());
-        for (const [h, g] of Object.entries(f.ref.preactivation_gradients)) expect(relErr(out.preactivation_gradients[h], g), h).to.be.below(1e-7);
+        for (const [h, g] of Object.entries(f.ref.preactivation_gradients)) expect(relError(out.preactivation_gradients[h], g), h).to.be.below(1e-7);
       });
     }
 
@@ -95,7 +86,7 @@ describe('kfqn CLI', function () {
       expectOk(r);
       const out = JSON.parse(r.stdout) as { loss: number; gradients: Record<string, number[]> };
       expect(out.loss).to.be.closeTo(gemm.ref.loss, 1e-4 * gemm.ref.loss);
-      for (const [p, g] of Object.entries(gemm.ref.gradients)) expect(relErr(out.gradients[p], g), p).to.be.below(1e-4);
+      for (const [p, g] of Object.entries(gemm.ref.gradients)) expect(relError(out.gradients[p], g), p).to.be.below(1e-4);
     });
 
     it('without --json prints the loss and a line per gradient', async () => {
@@ -159,7 +150,7 @@ describe('kfqn CLI', function () {
         expect(s.outputNames.slice(1).sort()).to.deep.equal(params.map((p) => `kfqn:grad:${p}`).sort());
         const res = await s.run({ x: ortTensor(readTensorFile(gemm.x)), 'kfqn:target': ortTensor(readTensorFile(gemm.target)), ...initializerFeeds(gemm.model) });
         expect(Number(res['kfqn:loss'].data[0])).to.be.closeTo(gemm.ref.loss, 1e-5);
-        for (const p of params) expect(relErr(res[`kfqn:grad:${p}`].data as Float32Array, gemm.ref.gradients[p]), p).to.be.below(1e-4);
+        for (const p of params) expect(relError(res[`kfqn:grad:${p}`].data as Float32Array, gemm.ref.gradients[p]), p).to.be.below(1e-4);
       } finally {
         await s.release();
       }
@@ -182,8 +173,8 @@ describe('kfqn CLI', function () {
         const acts = new Set(layers.map((l) => l.input));
         expect(s.outputNames).to.have.length(1 + Object.keys(f.ref.gradients).length + acts.size + 2 * layers.length);
         const res = await s.run({ x: ortTensor(readTensorFile(f.x)), 'kfqn:target': ortTensor(readTensorFile(f.target)), ...initializerFeeds(f.model) });
-        for (const [h, g] of Object.entries(f.ref.preactivation_gradients)) expect(relErr(res[`kfqn:dpreact:${h}`].data as Float32Array, g), h).to.be.below(1e-4);
-        for (const [h, v] of Object.entries(f.ref.preactivations)) expect(relErr(res[`kfqn:preact:${h}`].data as Float32Array, v), h).to.be.below(1e-5);
+        for (const [h, g] of Object.entries(f.ref.preactivation_gradients)) expect(relError(res[`kfqn:dpreact:${h}`].data as Float32Array, g), h).to.be.below(1e-4);
+        for (const [h, v] of Object.entries(f.ref.preactivations)) expect(relError(res[`kfqn:preact:${h}`].data as Float32Array, v), h).to.be.below(1e-5);
       } finally {
         await s.release();
       }

@@ -18,6 +18,7 @@ import { createBackend } from '../../../lib/runtime/index.js';
 import { computeGradients, type GradientResult } from '../../../lib/train/gradients.js';
 import { Trainer } from '../../../lib/train/trainer.js';
 import { tinyModel } from '../../helpers/cli.js';
+import { relError } from '../../helpers/train.js';
 
 const root = 'spec/fixtures/mlp';
 const FIXTURES = ['gemm_relu_ce', 'mlp_acts_mse', 'autoencoder_small'];
@@ -41,26 +42,15 @@ function loadFixture(name: string): Fixture {
   };
 }
 
-/** Largest |a−b| over the largest |b| (the usual tolerance for a whole tensor). */
-function relErr(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  expect(actual.length, 'length').to.equal(expected.length);
-  let diff = 0; let scale = 1e-12;
-  for (let i = 0; i < expected.length; i++) {
-    diff = Math.max(diff, Math.abs(actual[i] - expected[i]));
-    scale = Math.max(scale, Math.abs(expected[i]));
-  }
-  return diff / scale;
-}
-
 function scalarErr(a: number, b: number): number { return Math.abs(a - b) / Math.max(1e-12, Math.abs(b)); }
 
 /** Every value of `actual` within TOL of `expected` (loss, each gradient, each pre-activation gradient). */
 function expectAgree(actual: GradientResult, expected: { loss: number; gradients: Map<string, ArrayLike<number>>; preactivationGradients: Map<string, ArrayLike<number>> }, what: string) {
   expect(scalarErr(actual.loss, expected.loss), `${what}: loss ${actual.loss} vs ${expected.loss}`).to.be.below(TOL);
   expect([...actual.gradients.keys()].sort(), `${what}: parameters`).to.deep.equal([...expected.gradients.keys()].sort());
-  for (const [p, g] of expected.gradients) expect(relErr(actual.gradients.get(p)!, g), `${what}: d/d ${p}`).to.be.below(TOL);
+  for (const [p, g] of expected.gradients) expect(relError(actual.gradients.get(p)!, g), `${what}: d/d ${p}`).to.be.below(TOL);
   expect([...actual.preactivationGradients.keys()].sort(), `${what}: pre-activations`).to.deep.equal([...expected.preactivationGradients.keys()].sort());
-  for (const [h, g] of expected.preactivationGradients) expect(relErr(actual.preactivationGradients.get(h)!, g), `${what}: d/d ${h}`).to.be.below(TOL);
+  for (const [h, g] of expected.preactivationGradients) expect(relError(actual.preactivationGradients.get(h)!, g), `${what}: d/d ${h}`).to.be.below(TOL);
 }
 
 function f32(backend: Backend, fx: Fixture): Promise<GradientResult> {
@@ -186,7 +176,7 @@ describe('runtime backends: CPU, WASM and WebGPU agree in float32', function () 
       for (const [p, t] of expected.params) {
         const a = actual.params.get(p)!;
         expect(a.dims, `${what}: dims of ${p}`).to.deep.equal(t.dims);
-        expect(relErr(a.data as Float32Array, t.data as Float32Array), `${what}: new ${p}`).to.be.below(TOL);
+        expect(relError(a.data as Float32Array, t.data as Float32Array), `${what}: new ${p}`).to.be.below(TOL);
       }
     }
 

@@ -7,6 +7,7 @@ import { readModelFile, readTensorFile } from '../../../lib/io/files.js';
 import { createBackend } from '../../../lib/runtime/index.js';
 import { computeGradients } from '../../../lib/train/gradients.js';
 import type { LossKind, Reduction } from '../../../graph-tools/index.js';
+import { relError } from '../../helpers/train.js';
 
 const root = 'spec/fixtures/mlp';
 
@@ -14,17 +15,6 @@ interface Reference {
   loss: number; loss_kind: LossKind; reduction: Reduction; inputs: string[];
   gradients: Record<string, number[]>; preactivation_gradients: Record<string, number[]>;
   identity_aliases?: Record<string, string>; alias_gradients?: Record<string, number[]>;
-}
-
-/** Largest |a−b| relative to the largest |b|, the usual tolerance for a gradient tensor. */
-export function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  expect(actual.length).to.equal(expected.length);
-  let diff = 0; let scale = 1e-12;
-  for (let i = 0; i < expected.length; i++) {
-    diff = Math.max(diff, Math.abs(actual[i] - expected[i]));
-    scale = Math.max(scale, Math.abs(expected[i]));
-  }
-  return diff / scale;
 }
 
 describe('gradients against PyTorch float64 fixtures', () => {
@@ -48,9 +38,9 @@ describe('gradients against PyTorch float64 fixtures', () => {
         expected[source] = expected[source].map((v, i) => v - share[i]);
       }
       expect([...result.gradients.keys()].sort()).to.deep.equal(Object.keys(expected).sort());
-      for (const [p, g] of Object.entries(expected)) expect(relativeError(result.gradients.get(p)!, g), p).to.be.below(1e-7);
+      for (const [p, g] of Object.entries(expected)) expect(relError(result.gradients.get(p)!, g), p).to.be.below(1e-7);
       expect([...result.preactivationGradients.keys()].sort()).to.deep.equal(Object.keys(ref.preactivation_gradients).sort());
-      for (const [h, g] of Object.entries(ref.preactivation_gradients)) expect(relativeError(result.preactivationGradients.get(h)!, g), h).to.be.below(1e-7);
+      for (const [h, g] of Object.entries(ref.preactivation_gradients)) expect(relError(result.preactivationGradients.get(h)!, g), h).to.be.below(1e-7);
     });
   }
 });
