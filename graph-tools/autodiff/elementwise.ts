@@ -90,3 +90,20 @@ registerGradient(['LogSoftmax'], [0], (e, node, [dY]) => {
   return [e.op('Sub', [dY!, e.op('Mul', [e.op('Exp', [node.outputs[0]]), total])])];
 });
 
+
+// Clip (and the Relu6/Hardtanh exports): the gradient passes where min ≤ x ≤ max, as PyTorch's clamp.
+registerGradient(['Clip'], [0], (e, node, [dY]) => {
+  const x = node.inputs[0];
+  const dtype = e.dtypeOf(x);
+  const bound = (i: number, attr: string): string | undefined => {
+    if (e.opset >= 11) return node.inputs[i] || undefined;
+    const a = node.attrs.find((v) => v.name === attr);
+    return a ? e.constant(Number(a.f), dtype) : undefined;
+  };
+  const lo = bound(1, 'min');
+  const hi = bound(2, 'max');
+  const inside = [lo && e.op('Not', [e.op('Less', [x, lo])]), hi && e.op('Not', [e.op('Greater', [x, hi])])].filter((v): v is string => !!v);
+  if (inside.length === 0) return [dY];
+  const mask = inside.length === 2 ? e.op('And', inside) : inside[0];
+  return [e.op('Where', [mask, dY!, e.constant(0, dtype)])];
+});

@@ -71,7 +71,9 @@ export class Emitter {
   gemm(a: string, b: string, transA: boolean, transB: boolean, alpha = 1): string {
     const attrs = [A.int('transA', transA ? 1 : 0), A.int('transB', transB ? 1 : 0)];
     if (alpha !== 1) attrs.push(A.float('alpha', alpha));
-    const inputs = this.opset >= 11 ? [a, b] : [a, b, this.constant(0, this.dtypeOf(a))];
+    // Gradient values are untyped; float32 is right for exported models (toFloat64 widens it).
+    const dtype = this.g.types.get(a)?.dtype ?? this.g.types.get(b)?.dtype ?? 'float32';
+    const inputs = this.opset >= 11 ? [a, b] : [a, b, this.constant(0, dtype)];
     return this.op('Gemm', inputs, attrs);
   }
 

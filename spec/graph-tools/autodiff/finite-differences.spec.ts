@@ -138,6 +138,8 @@ const kinkLayer = (b: ModelBuilder) => {
 const kinky = (op: string, attrs = [] as ReturnType<typeof A.float>[]) => (b: ModelBuilder) => b.gemm(b.node(op, [kinkLayer(b)], attrs), 4, 2);
 add('Relu', kinky('Relu'), { awayFromZero: ['gemm1'] });
 add('LeakyRelu alpha=0.2', kinky('LeakyRelu', [A.float('alpha', 0.2)]), { awayFromZero: ['gemm1'] });
+add('Clip min/max inputs (opset 13)', (b) => b.gemm(b.node('Clip', [kinkLayer(b), b.init('lo', [], -0.3), b.init('hi', [], 0.4)]), 4, 2));
+add('Clip max only (Relu6-style upper bound)', (b) => b.gemm(b.node('Clip', [kinkLayer(b), '', b.init('hi', [], 0.25)]), 4, 2));
 add('Elu alpha=0.7', kinky('Elu', [A.float('alpha', 0.7)]), { awayFromZero: ['gemm1'] });
 const act = (op: string, attrs = [] as ReturnType<typeof A.float>[], second = true) => (b: ModelBuilder) => {
   const y = b.node(op, [layer(b)], attrs);
