@@ -21,12 +21,6 @@ export class Emitter {
     return s;
   }
 
-  /** Records the type of a value the emitter created, for rules that look at it later. */
-  typed(v: string, dtype: DataType, shape?: Dim[]): string {
-    this.g.types.set(v, { dtype, shape });
-    return v;
-  }
-
   op(opType: string, inputs: string[], attrs = [] as ReturnType<typeof A.int>[], hint?: string): string {
     return this.g.op(opType, inputs, attrs, hint);
   }
@@ -56,10 +50,6 @@ export class Emitter {
 
   unsqueeze(x: string, axes: number[]): string {
     return this.opset >= 13 ? this.op('Unsqueeze', [x, this.int64s(axes)]) : this.op('Unsqueeze', [x], [A.ints('axes', axes)]);
-  }
-
-  squeeze(x: string, axes: number[]): string {
-    return this.opset >= 13 ? this.op('Squeeze', [x, this.int64s(axes)]) : this.op('Squeeze', [x], [A.ints('axes', axes)]);
   }
 
   /** Reshapes `x` to the runtime shape of `like`. */

@@ -124,12 +124,7 @@ export class Graph {
   typeOf(value: string): ValueType | undefined { return this.types.get(value); }
 
   /** Serialises, keeping the source model's metadata (producer, docs, other opsets). */
-  toModel(opts: { keepValueInfo?: boolean } = {}): onnx.ModelProto {
-    const valueInfo: onnx.IValueInfoProto[] = [];
-    if (opts.keepValueInfo) {
-      const io = new Set([...this.inputs, ...this.outputs].map((v) => v.name));
-      for (const [name, t] of this.types) if (!io.has(name) && !this.initializers.has(name)) valueInfo.push(valueInfoProto(name, t));
-    }
+  toModel(): onnx.ModelProto {
     return onnx.ModelProto.create({
       ...this.model,
       irVersion: Math.max(Number(this.model.irVersion ?? 8), 7),
@@ -142,7 +137,6 @@ export class Graph {
         initializer: [...this.initializers].map(([name, t]) => tensorToProto(name, t)),
         input: this.inputs.map((v) => valueInfoProto(v.name, v.type)),
         output: this.outputs.map((v) => valueInfoProto(v.name, v.type)),
-        valueInfo,
       }),
     });
   }
