@@ -16,21 +16,17 @@ export function withTrainedParameters(model: onnx.IModelProto, params: Map<strin
   const inits = g.initializer;
   const byName = new Map(inits.map((t, i) => [t.name, i] as const));
   for (const [name, value] of params) {
-    const i = byName.get(name);
-    if (i !== undefined) {
-      const old = tensorFromProto(inits[i]);
-      checkSame(old, value, name, source);
-      inits[i] = tensorToProto(name, { ...value, dtype: old.dtype, data: old.dtype === value.dtype ? value.data : convert(value, old.dtype) });
-      continue;
-    }
-    const alias = nodes.findIndex((n) => n.opType === 'Identity' && n.output?.[0] === name);
-    if (alias < 0) throw new GraphError(`${source}: parameter '${name}' is neither an initializer nor an Identity alias of one`);
-    const srcIndex = byName.get(nodes[alias].input![0]);
-    if (srcIndex === undefined) throw new GraphError(`${source}: Identity '${nodes[alias].name}' does not read an initializer`);
-    const src = tensorFromProto(inits[srcIndex]);
-    checkSame(src, value, name, source);
-    nodes.splice(alias, 1);
-    inits.push(onnx.TensorProto.create(tensorToProto(name, { ...value, dtype: src.dtype, data: convert(value, src.dtype) })));
+    const own = byName.get(name);
+    const alias = own === undefined ? nodes.findIndex((n) => n.opType === 'Identity' && n.output?.[0] === name) : -1;
+    if (own === undefined && alias < 0) throw new GraphError(`${source}: parameter '${name}' is neither an initializer nor an Identity alias of one`);
+    // The tensor whose dtype and shape the trained value must keep: its own, or the aliased one.
+    const templateIndex = own ?? byName.get(nodes[alias].input![0]);
+    if (templateIndex === undefined) throw new GraphError(`${source}: Identity '${nodes[alias].name}' does not read an initializer`);
+    const template = tensorFromProto(inits[templateIndex]);
+    checkSame(template, value, name, source);
+    const trained = tensorToProto(name, { dtype: template.dtype, dims: template.dims, data: convert(value, template.dtype) });
+    if (own !== undefined) inits[own] = trained;
+    else { nodes.splice(alias, 1); inits.push(trained); }
   }
   return copy;
 }

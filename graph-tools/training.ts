@@ -7,7 +7,7 @@ import { Graph, GraphError, type ValueInfo } from './ir/graph.js';
 import { inferShapes } from './ir/shapes.js';
 import { findLayers, requireLayers, type LayerReport } from './layers.js';
 import { emitLoss, targetType, type LossSpec } from './losses.js';
-import type { onnx, DataType } from './onnx/index.js';
+import type { onnx, DataType, TensorData } from './onnx/index.js';
 
 export interface Capture {
   /** Emit each layer's input activation a. */
@@ -41,6 +41,8 @@ export interface TrainingGraph {
   graph: Graph;
   emitter: Emitter;
   report: LayerReport;
+  /** Initial parameter values, Identity aliases already untied (findLayers). */
+  initialParameters: Map<string, TensorData>;
   dataInputs: ValueInfo[];
   target: ValueInfo;
   output: ValueInfo;
@@ -85,8 +87,9 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
   g.types.set(target.name, target.type);
 
   // Parameters become pure graph inputs (ORT ignores feeds for initializers listed as inputs).
+  const initialParameters = new Map(report.parameters.map((p) => [p, g.initializers.get(p)!] as const));
   const paramInputs: ValueInfo[] = report.parameters.map((p) => {
-    const t = g.initializers.get(p)!;
+    const t = initialParameters.get(p)!;
     g.initializers.delete(p);
     return { name: p, type: { dtype: t.dtype, shape: t.dims } };
   });
@@ -112,8 +115,8 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
     emitOut(grad, outName.grad(p), t.dtype, t.shape as number[]);
     outputs.gradients.set(p, outName.grad(p));
   }
+  const typeOf = (v: string) => g.types.get(v) ?? { dtype: outType.dtype, shape: undefined };
   for (const layer of report.layers) {
-    const typeOf = (v: string) => g.types.get(v) ?? { dtype: outType.dtype as DataType, shape: undefined };
     if (capture.activations && !outputs.activations.has(layer.input)) {
       emitOut(layer.input, outName.activation(layer.input), typeOf(layer.input).dtype);
       outputs.activations.set(layer.input, outName.activation(layer.input));
@@ -131,7 +134,7 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
     }
   }
   return {
-    graph: g, emitter: e, report, dataInputs, target, output: { name: output.name, type: outType }, outputs, grads,
+    graph: g, emitter: e, report, initialParameters, dataInputs, target, output: { name: output.name, type: outType }, outputs, grads,
     toModel: () => g.toModel(),
   };
 }

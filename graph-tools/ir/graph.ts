@@ -188,11 +188,6 @@ export function attrInts(node: Node, name: string): number[] | undefined {
   const a = attr(node, name);
   return a && a.ints && (a.ints.length > 0 || a.type === onnx.AttributeProto.AttributeType.INTS) ? a.ints.map(Number) : undefined;
 }
-export function attrString(node: Node, name: string, dflt: string): string {
-  const a = attr(node, name);
-  if (a?.s == null) return dflt;
-  return typeof a.s === 'string' ? a.s : new TextDecoder().decode(a.s);
-}
 export function attrTensor(node: Node, name: string): TensorData | undefined {
   const a = attr(node, name);
   return a?.t ? tensorFromProto(a.t) : undefined;

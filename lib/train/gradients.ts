@@ -1,6 +1,6 @@
 // One forward/backward evaluation of a model: the loss, every parameter gradient and every
 // layer's pre-activation gradient (what `kfqn grad` prints).
-import { buildTrainingGraph, encodeModel, tensorFromProto, toFloat64, type LossSpec, type onnx, type TensorData } from '../../graph-tools/index.js';
+import { buildTrainingGraph, encodeModel, toFloat64, type LossSpec, type onnx, type TensorData } from '../../graph-tools/index.js';
 import { RuntimeError, type Backend, type Tensor } from '../runtime/backend.js';
 import { InputError } from '../errors.js';
 import { checkTensor, toRuntime } from './feeds.js';
@@ -65,7 +65,7 @@ async function evaluate(backend: Backend, model: onnx.ModelProto, opts: Gradient
     }
     const tt = declared.get(tg.target.name)!;
     feed(tg.target.name, opts.target, `the target (${opts.kind} expects ${tt.dtype} of shape [${tt.shape}])`);
-    for (const p of tg.report.parameters) feed(p, paramValue(model, p), `parameter '${p}'`);
+    for (const [p, value] of tg.initialParameters) feed(p, value, `parameter '${p}'`);
     const out = await session.run(feeds);
     const read = async (name: string) => Float64Array.from(await backend.read(out[name]) as Float32Array);
     const gradients = new Map<string, Float64Array>();
@@ -83,15 +83,4 @@ function cast(t: TensorData, dtype: string): TensorData {
   if (dtype === 'float64' && t.dtype === 'float32') return { dtype, dims: t.dims, data: Float64Array.from(t.data as Float32Array) };
   if (dtype === 'float32' && t.dtype === 'float64') return { dtype, dims: t.dims, data: Float32Array.from(t.data as Float64Array) };
   return t;
-}
-
-/** The initial value of a parameter: an initializer, or the initializer an Identity aliases. */
-export function paramValue(model: onnx.ModelProto, name: string): TensorData {
-  const g = model.graph!;
-  const find = (n: string) => g.initializer?.find((t) => t.name === n);
-  const direct = find(name);
-  const alias = direct ? undefined : g.node?.find((n) => n.opType === 'Identity' && n.output?.[0] === name);
-  const t = direct ?? (alias ? find(alias.input![0]) : undefined);
-  if (!t) throw new InputError(`parameter '${name}' has no initial value in the model`);
-  return tensorFromProto(t);
 }

@@ -14,6 +14,8 @@ export const stepName = {
 export interface StepGraph {
   training: TrainingGraph;
   parameters: ValueInfo[];
+  /** Parameters the step updates, each with optimizer state (the rest do not reach the loss). */
+  updated: string[];
   scalars: string[];
   model: onnx.ModelProto;
 }
@@ -34,9 +36,11 @@ export function buildStepGraph(model: onnx.ModelProto, spec: LossSpec & { output
     }
     return name;
   };
+  const updated: string[] = [];
   for (const p of parameters) {
     const grad = tg.grads.of(p.name);
-    if (!grad) continue; // a parameter that does not reach the loss keeps its value
+    if (!grad) continue; // a parameter that does not reach the loss keeps its value, as in PyTorch
+    updated.push(p.name);
     const state: Record<string, string> = {};
     for (const s of optimizer.stateNames) {
       state[s] = stepName.state(p.name, s);
@@ -50,5 +54,5 @@ export function buildStepGraph(model: onnx.ModelProto, spec: LossSpec & { output
       g.outputs.push({ name: stepName.newState(p.name, s), type: p.type });
     }
   }
-  return { training: tg, parameters, scalars: [...scalarInputs.keys()], model: g.toModel() };
+  return { training: tg, parameters, updated, scalars: [...scalarInputs.keys()], model: g.toModel() };
 }

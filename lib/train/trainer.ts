@@ -1,11 +1,10 @@
 // The training loop: batches in, one fused step graph run per step, parameters kept as runtime
 // tensors, the user's own model out.
 import { encodeModel, withTrainedParameters, type Dim, type LossSpec, type onnx, type TensorData } from '../../graph-tools/index.js';
-import { batches, batchesPerEpoch, type Batch, type Dataset } from '../data/index.js';
+import { batches, type Batch, type Dataset } from '../data/index.js';
 import type { ElementwiseOptimizer } from '../optim/optimizer.js';
 import type { Backend, Session, Tensor, TensorArray } from '../runtime/backend.js';
 import { InputError } from '../errors.js';
-import { paramValue } from './gradients.js';
 import { buildStepGraph, stepName, type StepGraph } from './step-graph.js';
 
 export type TargetKind = 'label' | 'input';
@@ -54,8 +53,9 @@ export class Trainer {
     private readonly options: TrainerOptions,
   ) {
     for (const p of graph.parameters) {
-      const init = paramValue(model, p.name);
+      const init = graph.training.initialParameters.get(p.name)!;
       this.params.set(p.name, backend.tensor(init.dtype as 'float32', init.data as Float32Array, init.dims));
+      if (!graph.updated.includes(p.name)) continue;
       for (const s of options.optimizer.stateNames) {
         this.state.set(stepName.state(p.name, s), backend.tensor(init.dtype as 'float32', new (init.data.constructor as Float32ArrayConstructor)(init.data.length), init.dims));
         this.stateOutputs.set(stepName.state(p.name, s), stepName.newState(p.name, s));
@@ -104,7 +104,6 @@ export class Trainer {
     const epochs = options.epochs ?? (options.steps ? Infinity : 1);
     const maxSteps = options.steps ?? Infinity;
     if (!(options.batchSize >= 1)) throw new InputError('batch size must be ≥ 1');
-    const perEpoch = batchesPerEpoch(data.size, options.batchSize, false);
     const start = performance.now();
     let steps = 0; let epoch = 0; let finalLoss = NaN;
     for (; epoch < epochs && steps < maxSteps; epoch++) {
@@ -118,7 +117,6 @@ export class Trainer {
         await options.onStep?.({ step: this.t, epoch, loss, time: (performance.now() - start) / 1000, lr: this.options.optimizer.learningRate(Math.max(1, this.updates)), skipped });
       }
       await options.onEpoch?.({ epoch, steps: n, meanLoss: sum / Math.max(1, n), time: (performance.now() - start) / 1000 });
-      if (perEpoch === 0) break;
     }
     return { steps, epochs: epoch, skippedSteps: this.skipped, finalLoss, seconds: (performance.now() - start) / 1000 };
   }

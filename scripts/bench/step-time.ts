@@ -9,7 +9,6 @@ import { batches } from '../../lib/data/index.js';
 import { readModelFile } from '../../lib/io/files.js';
 import { adam, sgd } from '../../lib/optim/index.js';
 import { createBackend, type ExecutionProvider, type Tensor } from '../../lib/runtime/index.js';
-import { paramValue } from '../../lib/train/gradients.js';
 import { Trainer } from '../../lib/train/trainer.js';
 
 const { values } = parseArgs({ options: {
@@ -42,7 +41,7 @@ const feeds: Record<string, Tensor> = {
   input: backend.tensor('float32', batch.inputs, [batch.size, 784]),
   [tg.target.name]: backend.tensor('float32', batch.inputs, [batch.size, 784]),
 };
-for (const p of tg.report.parameters) { const v = paramValue(model, p); feeds[p] = backend.tensor('float32', v.data as Float32Array, v.dims); }
+for (const [p, v] of tg.initialParameters) feeds[p] = backend.tensor('float32', v.data as Float32Array, v.dims);
 const floor = await time(() => floorSession.run(feeds));
 await floorSession.release();
 
@@ -51,7 +50,7 @@ const trainer = await Trainer.create(backend, model, { ...spec, optimizer, targe
 const step = await time(() => trainer.trainStep(batch));
 await trainer.dispose();
 
-const params = tg.report.parameters.reduce((n, p) => n + paramValue(model, p).data.length, 0);
+const params = [...tg.initialParameters.values()].reduce((n, v) => n + v.data.length, 0);
 console.log(JSON.stringify({
   bench: 'step-time', model: values.model, ep, batch: batchSize, optimizer: optimizer.name, parameters: params,
   floor_s: median(floor), step_s: median(step), ratio: median(step) / median(floor),

@@ -2,7 +2,7 @@
 // differences of the float64 training graph's loss, with every entry of every parameter perturbed.
 import { buildTrainingGraph, encodeModel, LOSS_OUTPUT, onnx, toFloat64, type LossSpec, type TensorData } from '../../graph-tools/index.js';
 import type { Backend, Tensor, TensorType } from '../../lib/runtime/backend.js';
-import { computeGradients, paramValue, type GradientResult } from '../../lib/train/gradients.js';
+import { computeGradients, type GradientResult } from '../../lib/train/gradients.js';
 import { Rng, tensor } from './models.js';
 
 export interface GradCase {
@@ -82,7 +82,7 @@ export async function lossEvaluator(backend: Backend, model: onnx.ModelProto, lo
   const fixed: Record<string, Tensor> = {};
   for (const d of tg.dataInputs) fixed[d.name] = toRuntime(backend, widen(inputs[d.name]));
   fixed[tg.target.name] = toRuntime(backend, widen(target));
-  const params = new Map(tg.report.parameters.map((p) => [p, widen(paramValue(model, p))] as const));
+  const params = new Map([...tg.initialParameters].map(([p, v]) => [p, widen(v)] as const));
   return {
     params,
     async loss(values: Map<string, TensorData>): Promise<number> {

@@ -6,7 +6,7 @@
 import { expect } from 'chai';
 import { buildTrainingGraph, encodeModel, outName, toFloat64, type LossSpec, type onnx, type TensorData } from '../../../graph-tools/index.js';
 import { createBackend, type Backend, type Tensor } from '../../../lib/runtime/index.js';
-import { computeGradients, paramValue } from '../../../lib/train/gradients.js';
+import { computeGradients } from '../../../lib/train/gradients.js';
 import { inferValues, randomTarget } from '../../helpers/gradcheck.js';
 import { ModelBuilder } from '../../helpers/models.js';
 
@@ -22,7 +22,7 @@ async function capture(backend: Backend, model: onnx.ModelProto, loss: LossSpec,
     const put = (name: string, t: TensorData) => { const w = f64(t); feeds[name] = backend.tensor(w.dtype as 'float64', w.data as never, w.dims); };
     for (const d of tg.dataInputs) put(d.name, inputs[d.name]);
     put(tg.target.name, target);
-    for (const p of tg.report.parameters) put(p, paramValue(model, p));
+    for (const [p, v] of tg.initialParameters) put(p, v);
     const out = await session.run(feeds);
     const read = async (name: string) => ({ dims: [...out[name].dims], data: Float64Array.from(await backend.read(out[name]) as Float64Array) });
     const values = new Map<string, { dims: number[]; data: Float64Array }>();

@@ -10,7 +10,7 @@ import { createBackend } from '../../../lib/runtime/index.js';
 import type { Backend } from '../../../lib/runtime/backend.js';
 import { computeGradients } from '../../../lib/train/gradients.js';
 import { Trainer, type TrainerOptions } from '../../../lib/train/trainer.js';
-import { Rng } from '../../helpers/models.js';
+import { A, buildModel, Rng } from '../../helpers/models.js';
 import { datasetTensors, fixtureModel, maxAbsDiff, randomDataset } from '../../helpers/train.js';
 
 /** Regression tests for bugs found while writing these specs (once pending, now fixed). */
@@ -286,5 +286,32 @@ describe('Trainer', () => {
       expect(err).to.be.instanceOf(InputError);
       expect(err.message).to.match(/'output'/).and.to.match(/\b4\b/).and.to.match(/\b6\b/);
     });
+  });
+});
+
+describe('Trainer: a layer that does not reach the loss', () => {
+  it('keeps its parameters and gets no optimizer state, like a PyTorch parameter without a gradient', async () => {
+    const rng = new Rng(7);
+    // x → Gemm(W1,b1) → loss output 'y'; x → Gemm(W2) → a second output 'side' the loss never sees.
+    const model = buildModel({
+      inputs: [{ name: 'x', shape: ['N', 4] }],
+      initializers: [
+        { name: 'W1', dims: [3, 4], values: rng.array(12) }, { name: 'b1', dims: [3], values: rng.array(3) },
+        { name: 'W2', dims: [2, 4], values: rng.array(8) },
+      ],
+      nodes: [
+        { op: 'Gemm', inputs: ['x', 'W1', 'b1'], outputs: ['y'], attrs: [A.int('transB', 1)] },
+        { op: 'Gemm', inputs: ['x', 'W2'], outputs: ['side'], attrs: [A.int('transB', 1)] },
+      ],
+      output: ['y', 'side'],
+    });
+    const data = fromArrays('tiny', Float32Array.from(rng.array(32)), [4], BigInt64Array.from([0n, 1n, 2n, 0n, 1n, 2n, 0n, 1n]), 3);
+    const trainer = await Trainer.create(await createBackend('cpu'), model, { ...CE, optimizer: adam({ lr: 0.1, weightDecay: 0.1 }) });
+    const before = await trainer.parameters();
+    await trainer.fit(data, { batchSize: 8, steps: 3, shuffle: false });
+    const after = await trainer.parameters();
+    await trainer.dispose();
+    expect(maxAbsDiff(after.get('W2')!.data as Float32Array, before.get('W2')!.data as Float32Array)).to.equal(0);
+    expect(maxAbsDiff(after.get('W1')!.data as Float32Array, before.get('W1')!.data as Float32Array)).to.be.greaterThan(0.01);
   });
 });
