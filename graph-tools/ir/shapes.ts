@@ -7,6 +7,25 @@ import { Graph, GraphError, attrInt, attrInts, attrTensor, type Dim, type Node, 
 /** Known contents of small int64 tensors: numbers, or symbolic dims copied from a Shape. */
 type Known = Dim[];
 
+/** Context a registered shape rule gets: input types, and setting output types. */
+export interface ShapeContext {
+  opset: number;
+  inType(i: number): ValueType;
+  inShape(i: number): Dim[];
+  /** Known contents of a small int64 input (pads, axes, shapes), if static. */
+  known(i: number): Dim[] | undefined;
+  setOutput(i: number, t: ValueType): void;
+  fail(message: string): never;
+}
+
+export type ShapeRule = (node: Node, ctx: ShapeContext) => void;
+const shapeRules = new Map<string, ShapeRule>();
+
+/** Registers shape inference for op types kept in their own file (conv, pooling, ...). */
+export function registerShapeRule(opTypes: string[], rule: ShapeRule): void {
+  for (const t of opTypes) shapeRules.set(t, rule);
+}
+
 export function inferShapes(g: Graph): void {
   const known = new Map<string, Known>();
   for (const [name, t] of g.initializers) {
@@ -276,9 +295,12 @@ function inferNode(g: Graph, node: Node, known: Map<string, Known>): void {
       set(0, { dtype: inT(1).dtype, shape: broadcastShapes(inS(0), broadcastShapes(inS(1), inS(2))) });
       return;
     }
-    default:
-      // Outputs stay untyped; a later node that needs them names this op (see typeOf).
+    default: {
+      const rule = shapeRules.get(node.opType);
+      // Without a rule outputs stay untyped; a later node that needs them names this op (typeOf).
+      if (rule) rule(node, { opset, inType: inT, inShape: inS, known: kv, setOutput: set, fail: (m) => fail(node, m) });
       return;
+    }
   }
 }
 
