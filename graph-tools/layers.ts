@@ -1,10 +1,11 @@
-// Finds the trainable layers of an inference graph (Gemm, MatMul with an optional bias Add) and
-// their Kronecker view (ALGORITHMS.md §1.1): W̃ = [W | b] is d_g × d_a with d_g = outputs and
-// d_a = inputs (+1 with a bias). Every float initializer that is not such a weight or bias stays
+// Finds the trainable layers of an inference graph (Gemm, MatMul with an optional bias Add, Conv)
+// and their Kronecker view (ALGORITHMS.md §1.1, §1.4): W̃ = [W | b] is d_g × d_a with d_g = outputs
+// and d_a = inputs (+1 with a bias); for a convolution, per group, d_a = C_in/group·k_h·k_w (+1)
+// and d_g = C_out/group. Every float initializer that is not such a weight or bias stays
 // constant, and is reported with the reason.
 import { Graph, GraphError, attrFloat, attrInt, type Node } from './ir/graph.js';
 
-export type LayerKind = 'gemm' | 'matmul';
+export type LayerKind = 'gemm' | 'matmul' | 'conv';
 
 export interface Layer {
   /** The node that multiplies by the weight. */
@@ -12,15 +13,21 @@ export interface Layer {
   kind: LayerKind;
   weight: string;
   bias?: string;
-  /** How the weight initializer is stored: [out, in] (Gemm transB=1, PyTorch) or [in, out]. */
+  /** How the weight initializer is stored: [out, in] (Gemm transB=1, PyTorch, Conv's [C_out, C_in/group, k...]) or [in, out]. */
   weightLayout: 'out-in' | 'in-out';
   /** The layer's input activation a and its pre-activation h = W̃ã (the value the layer outputs). */
   input: string;
   preactivation: string;
+  /** Per group: C_in/group·prod(kernel) for a Conv. */
   inFeatures: number;
+  /** Per group: C_out/group for a Conv. */
   outFeatures: number;
-  /** Kronecker factor sizes: A is d_a × d_a, G is d_g × d_g. */
+  /** Kronecker factor sizes of each group's pair: A is d_a × d_a, G is d_g × d_g. */
   factors: { a: number; g: number };
+  /** Conv groups, each its own factor pair (1 for Gemm and MatMul). */
+  groups: number;
+  /** Conv kernel spatial dims. */
+  kernel?: number[];
   /** Gemm's alpha and beta: h = alpha·xW + beta·b. */
   alpha: number;
   beta: number;
@@ -102,6 +109,22 @@ export function findLayers(g: Graph): LayerReport {
         if (b && isBiasShape(shapeOfParam(g, producers, b), outF)) { bias = b; pre = add.outputs[0]; }
       }
       layers.push(makeLayer(node, 'matmul', w, bias, 'in-out', node.inputs[0], pre, inF, outF, 1, 1));
+    } else if (node.opType === 'Conv') {
+      const w = paramSource(node.inputs[1]);
+      if (!w) continue;
+      const dims = shapeOfParam(g, producers, w);
+      const groups = attrInt(node, 'group', 1);
+      const kernel = dims.slice(2);
+      const inF = dims[1] * kernel.reduce((a, b) => a * b, 1);
+      const outF = dims[0] / groups;
+      let bias: string | undefined;
+      const b = node.inputs[2] ? paramSource(node.inputs[2]) : undefined;
+      if (b) {
+        const bd = shapeOfParam(g, producers, b);
+        if (bd.length === 1 && bd[0] === dims[0]) bias = b;
+        else notLayer.set(b, `Conv '${node.name}' bias of shape [${bd}] is not [${dims[0]}]`);
+      }
+      layers.push({ ...makeLayer(node, 'conv', w, bias, 'out-in', node.inputs[0], node.outputs[0], inF, outF, 1, 1), groups, kernel });
     }
   }
   // Untie after matching, so that matching saw the original graph.
@@ -120,7 +143,7 @@ export function findLayers(g: Graph): LayerReport {
 /** Throws when the model has nothing kfqn can train. */
 export function requireLayers(report: LayerReport, source: string): void {
   if (report.layers.length === 0) {
-    throw new GraphError(`${source}: no trainable layer found. kfqn trains the weights of Gemm and MatMul(+Add bias) nodes whose weight is a float initializer`);
+    throw new GraphError(`${source}: no trainable layer found. kfqn trains the weights of Gemm, MatMul(+Add bias) and Conv nodes whose weight is a float initializer`);
   }
 }
 
@@ -128,7 +151,7 @@ function makeLayer(node: Node, kind: LayerKind, weight: string, bias: string | u
   input: string, preactivation: string, inFeatures: number, outFeatures: number, alpha: number, beta: number): Layer {
   return {
     name: node.name, kind, weight, bias, weightLayout, input, preactivation, inFeatures, outFeatures,
-    factors: { a: inFeatures + (bias ? 1 : 0), g: outFeatures }, alpha, beta,
+    factors: { a: inFeatures + (bias ? 1 : 0), g: outFeatures }, groups: 1, alpha, beta,
   };
 }
 

@@ -20,6 +20,7 @@ export async function inspect(args: string[]): Promise<void> {
   const layers = report.layers.map((l) => ({
     name: l.name, kind: l.kind, weight: l.weight, bias: l.bias ?? null, weight_layout: l.weightLayout,
     input: l.input, preactivation: l.preactivation, in_features: l.inFeatures, out_features: l.outFeatures,
+    groups: l.groups, ...(l.kernel ? { kernel: l.kernel } : {}),
     factors: { A: [l.factors.a, l.factors.a], G: [l.factors.g, l.factors.g] },
   }));
   const paramCount = report.parameters.reduce((n, p) => n + graph.initializers.get(p)!.data.length, 0);
@@ -33,7 +34,7 @@ export async function inspect(args: string[]): Promise<void> {
   if (values.json) return void console.log(JSON.stringify(summary, null, 2));
   console.log(`${path}: opset ${graph.opset}, ${layers.length} trainable layer(s), ${paramCount} parameters`);
   for (const l of layers) {
-    console.log(`  ${l.name} [${l.kind}] ${l.input} -> ${l.preactivation}  weight ${l.weight} (${l.weight_layout})${l.bias ? `, bias ${l.bias}` : ''}  A ${l.factors.A[0]}x${l.factors.A[1]}, G ${l.factors.G[0]}x${l.factors.G[1]}`);
+    console.log(`  ${l.name} [${l.kind}] ${l.input} -> ${l.preactivation}  weight ${l.weight} (${l.weight_layout})${l.bias ? `, bias ${l.bias}` : ''}  A ${l.factors.A[0]}x${l.factors.A[1]}, G ${l.factors.G[0]}x${l.factors.G[1]}${l.groups > 1 ? ` per group, ${l.groups} groups` : ''}`);
   }
   for (const u of report.untied) console.log(`  untied: '${u.parameter}' was an Identity alias of '${u.source}' (node ${u.node}); it is trained as its own parameter`);
   for (const c of report.constants) console.log(`  constant: ${c.name}: ${c.reason}`);
