@@ -36,9 +36,13 @@ export interface Layer {
 export interface ConstantInfo { name: string; reason: string }
 export interface UntiedAlias { parameter: string; source: string; node: string }
 
+/** A BatchNormalization whose scale and bias are trained (running statistics stay constant). */
+export interface Normalization { name: string; scale: string; bias: string }
+
 export interface LayerReport {
   layers: Layer[];
-  /** Trainable parameter names, weights and biases, in graph order, each once. */
+  normalizations: Normalization[];
+  /** Trainable parameter names, weights and biases (then normalization scales and biases), each once. */
   parameters: string[];
   constants: ConstantInfo[];
   /** Parameters an exporter aliased through Identity to one shared initializer, now untied. */
@@ -127,17 +131,26 @@ export function findLayers(g: Graph): LayerReport {
       layers.push({ ...makeLayer(node, 'conv', w, bias, 'out-in', node.inputs[0], node.outputs[0], inF, outF, 1, 1), groups, kernel });
     }
   }
+  const normalizations: Normalization[] = [];
+  for (const node of g.nodes) {
+    if (node.opType !== 'BatchNormalization') continue;
+    const scale = paramSource(node.inputs[1]);
+    const bias = paramSource(node.inputs[2]);
+    if (scale && bias) normalizations.push({ name: node.name, scale, bias });
+    for (const stat of node.inputs.slice(3, 5)) if (stat) notLayer.set(stat, `running statistic of BatchNormalization '${node.name}' (frozen: used as a constant)`);
+  }
   // Untie after matching, so that matching saw the original graph.
   const parameters: string[] = [];
-  for (const l of layers) for (const p of [l.weight, l.bias]) if (p && !parameters.includes(p)) { untie(p); parameters.push(p); }
+  const trainable = [...layers.flatMap((l) => [l.weight, l.bias]), ...normalizations.flatMap((n) => [n.scale, n.bias])];
+  for (const p of trainable) if (p && !parameters.includes(p)) { untie(p); parameters.push(p); }
   const constants: ConstantInfo[] = [];
   for (const [name, t] of g.initializers) {
     if (parameters.includes(name)) continue;
     const reason = notLayer.get(name)
-      ?? (t.dtype !== 'float32' && t.dtype !== 'float64' ? `${t.dtype} tensor` : 'not the weight or bias of a Gemm, MatMul or Conv layer');
+      ?? (t.dtype !== 'float32' && t.dtype !== 'float64' ? `${t.dtype} tensor` : 'not the weight or bias of a Gemm, MatMul or Conv layer, nor a BatchNormalization scale or bias');
     constants.push({ name, reason });
   }
-  return { layers, parameters, constants, untied };
+  return { layers, normalizations, parameters, constants, untied };
 }
 
 /** Throws when the model has nothing kfqn can train. */

@@ -5,6 +5,7 @@ import { gradientEntry, supportedOps } from './registry.js';
 import './linear.js';
 import './elementwise.js';
 import './shape.js';
+import './normalization.js';
 
 export { supportedOps };
 

@@ -30,14 +30,22 @@ function expectUnsupportedOnPath(e: Error, node: string, op: string): void {
   for (const s of supportedOps()) expect(e.message, `lists ${s}`).to.contain(s);
 }
 
-// Sin and Erf have no shape-inference rule in graph-tools/ir/shapes.ts, and prepareGraph infers
-// the shapes of every node before anything looks at the gradient path, so these fail with
-// "node 'Sin_1' (Sin): no shape inference rule for this op" instead.
-const SHAPE_BUG = 'ir/shapes.ts: ops without a shape rule fail in prepareGraph, on the gradient path or not';
+// Sin and Erf once failed in shape inference (every node was inferred before anything looked at
+// the gradient path) instead of saying there is no backward rule.
 /** Regression tests for bugs found while writing these specs (once pending, now fixed). */
 const known = it;
 
 describe('autodiff: unsupported graphs', () => {
+  it('a BatchNormalization in training mode: names the node and says to export in eval mode', () => {
+    const b = new ModelBuilder(1);
+    const h = b.gemm(b.input('x', ['N', 3], [4, 3]), 3, 4);
+    const c = (hint: string, v: number) => b.init(hint, [4], Array(4).fill(v));
+    const y = b.node('BatchNormalization', [h, c('s', 1), c('b', 0), c('m', 0), c('v', 1)], [{ name: 'training_mode', type: 2, i: 1 }]);
+    const e = thrown(b.model(b.gemm(y, 4, 2)));
+    expect(e).to.be.instanceOf(GraphError);
+    expect(e.message).to.contain("'BatchNormalization_").and.to.contain('training mode').and.to.contain('eval mode');
+  });
+
   for (const [op, extra] of [['Abs', undefined], ['Sqrt', undefined], ['Pow', (b: ModelBuilder) => [b.init('e', [], [2])]]] as const) {
     it(`${op} between a layer and the loss: names the node, the op and the supported ops`, () => {
       expectUnsupportedOnPath(thrown(layerThen(op, extra)), `${op}_1`, op);

@@ -203,6 +203,17 @@ add('Cast to double → Tanh in double → Cast to float', (b) =>
 add('Squeeze/Unsqueeze round trip → Gemm', (b) =>
   b.gemm(b.node('Squeeze', [b.node('Unsqueeze', [layer(b), b.int64('axes', [1])]), b.int64('axes', [1])]), 4, 2));
 
+// ---- BatchNormalization, frozen: running statistics constant, scale and bias trained ---------
+const batchNorm = (b: ModelBuilder, x: string, c: number) => b.node('BatchNormalization', [
+  x, b.init('bn_scale', [c], 0.8), b.init('bn_bias', [c], 0.4), b.init('bn_mean', [c], 0.3),
+  b.init('bn_var', [c], Array.from({ length: c }, (_, i) => 0.5 + 0.25 * i)),
+], [A.float('epsilon', 1e-3)]);
+add('BatchNormalization on [N,4] (BatchNorm1d) → Gemm', (b) => b.gemm(batchNorm(b, layer(b), 4), 4, 2));
+add('BatchNormalization on [N,3,2,2] between layers', (b) => {
+  const h = b.node('Reshape', [b.gemm(x2(b), 3, 12), b.int64('shape', [0, 3, 2, 2])]);
+  return b.gemm(b.node('Flatten', [b.node('Tanh', [batchNorm(b, h, 3)])]), 12, 2);
+});
+
 // ---- a deeper mix and the other losses -------------------------------------------------------
 const mlp = (b: ModelBuilder) => b.gemm(b.node('Relu', [b.gemm(b.node('Tanh', [b.gemm(x2(b), 3, 5, { transB: true })]), 5, 4)]), 4, 3, { transB: true });
 const losses: LossSpec[] = [
