@@ -3,7 +3,7 @@
 // layer's activations, pre-activations and pre-activation gradients as outputs.
 import { backward, gradientPath, type Gradients } from './autodiff/index.js';
 import { Emitter } from './ir/emitter.js';
-import { Graph, GraphError, type ValueInfo } from './ir/graph.js';
+import { A, Graph, GraphError, type ValueInfo } from './ir/graph.js';
 import { inferShapes } from './ir/shapes.js';
 import { findLayers, requireLayers, type LayerReport } from './layers.js';
 import { emitLoss, targetType, type LossSpec } from './losses.js';
@@ -71,7 +71,13 @@ export function prepareGraph(model: onnx.IModelProto, source = 'model'): { graph
   return { graph, report };
 }
 
-export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphOptions): TrainingGraph {
+/** The shared start of training and evaluation graphs: parameters as inputs, target, loss. */
+interface LossGraph {
+  g: Graph; e: Emitter; report: LayerReport; initialParameters: Map<string, TensorData>;
+  dataInputs: ValueInfo[]; target: ValueInfo; output: ValueInfo; loss: string; dOutput: string;
+}
+
+function lossGraph(model: onnx.IModelProto, opts: TrainingGraphOptions, differentiable: boolean): LossGraph {
   const source = opts.source ?? 'model';
   const { graph: g, report } = prepareGraph(model, source);
   requireLayers(report, source);
@@ -79,7 +85,7 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
 
   const output = opts.output ? g.outputs.find((o) => o.name === opts.output) : g.outputs[0];
   if (!output) throw new GraphError(`${source}: no graph output named '${opts.output}'; outputs: ${g.outputs.map((o) => o.name).join(', ')}`);
-  gradientPath(g, report.parameters, output.name); // unsupported ops fail here, before shapes are needed
+  if (differentiable) gradientPath(g, report.parameters, output.name); // unsupported ops fail here, before shapes are needed
   const outType = g.types.get(output.name) ?? output.type;
   if (!outType.shape) throw new GraphError(`${source}: the shape of output '${output.name}' is unknown`);
   const dataInputs = [...g.inputs];
@@ -94,25 +100,63 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
     return { name: p, type: { dtype: t.dtype, shape: t.dims } };
   });
   g.inputs = [...dataInputs, target, ...paramInputs];
-
   const { loss, dOutput } = emitLoss(e, opts, output.name, target.name);
+  g.outputs = [];
+  return { g, e, report, initialParameters, dataInputs, target, output: { name: output.name, type: outType }, loss, dOutput };
+}
+
+/** Adds an Identity to a public output name; only static shapes are declared (onnxruntime-web rejects a mismatch). */
+function emitOutput(g: Graph, value: string, name: string, dtype: DataType, shape?: number[]): void {
+  g.add('Identity', [value], [], [name]);
+  g.outputs.push({ name, type: { dtype, shape } });
+}
+
+export interface EvaluationGraph {
+  model: onnx.ModelProto;
+  initialParameters: Map<string, TensorData>;
+  dataInputs: ValueInfo[];
+  target: ValueInfo;
+  output: ValueInfo;
+  /** Output names: the batch loss, and for cross-entropy the number of correct argmax predictions. */
+  outputs: { loss: string; correct?: string };
+}
+
+export const CORRECT_OUTPUT = 'kfqn:correct';
+
+/** Forward pass and loss only (no backward), for evaluation on held-out data. */
+export function buildEvaluationGraph(model: onnx.IModelProto, opts: TrainingGraphOptions): EvaluationGraph {
+  const lg = lossGraph(model, opts, false);
+  const { g, e } = lg;
+  emitOutput(g, lg.loss, LOSS_OUTPUT, lg.output.type.dtype, []);
+  let correct: string | undefined;
+  if (opts.kind === 'cross-entropy') {
+    const predicted = e.op('ArgMax', [lg.output.name], [A.int('axis', 1), A.int('keepdims', 0)]);
+    const hits = e.op('Cast', [e.op('Equal', [predicted, lg.target.name])], [A.int('to', 1)]);
+    emitOutput(g, e.reduce('ReduceSum', hits, null, false), CORRECT_OUTPUT, 'float32', []);
+    correct = CORRECT_OUTPUT;
+  }
+  return {
+    model: g.toModel(), initialParameters: lg.initialParameters, dataInputs: lg.dataInputs, target: lg.target, output: lg.output,
+    outputs: { loss: LOSS_OUTPUT, correct },
+  };
+}
+
+export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphOptions): TrainingGraph {
+  const source = opts.source ?? 'model';
+  const { g, e, report, initialParameters, dataInputs, target, output, loss, dOutput } = lossGraph(model, opts, true);
+  const outType = output.type;
   const grads = backward(g, e, report.parameters, output.name, dOutput);
 
   const capture = { gradients: true, ...opts.capture };
   const outputs: TrainingOutputs = {
     loss: LOSS_OUTPUT, gradients: new Map(), activations: new Map(), preactivations: new Map(), preactivationGradients: new Map(),
   };
-  const emitOut = (value: string, name: string, dtype: DataType, shape?: number[]) => {
-    g.add('Identity', [value], [], [name]);
-    // Only static shapes are declared: onnxruntime-web rejects a declared shape that disagrees.
-    g.outputs.push({ name, type: { dtype, shape } });
-  };
-  g.outputs = [];
+  const emitOut = (value: string, name: string, dtype: DataType, shape?: number[]) => emitOutput(g, value, name, dtype, shape);
   emitOut(loss, LOSS_OUTPUT, outType.dtype, []);
   for (const p of capture.gradients ? report.parameters : []) {
-    const t = paramInputs.find((v) => v.name === p)!.type;
-    const grad = grads.of(p) ?? e.constant(new Array(t.shape!.reduce((a: number, d) => a * (d as number), 1)).fill(0), t.dtype, t.shape as number[]);
-    emitOut(grad, outName.grad(p), t.dtype, t.shape as number[]);
+    const t = initialParameters.get(p)!;
+    const grad = grads.of(p) ?? e.constant(new Array(t.data.length).fill(0), t.dtype, t.dims);
+    emitOut(grad, outName.grad(p), t.dtype, t.dims);
     outputs.gradients.set(p, outName.grad(p));
   }
   const typeOf = (v: string) => g.types.get(v) ?? { dtype: outType.dtype, shape: undefined };
@@ -134,7 +178,7 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
     }
   }
   return {
-    graph: g, emitter: e, report, initialParameters, dataInputs, target, output: { name: output.name, type: outType }, outputs, grads,
+    graph: g, emitter: e, report, initialParameters, dataInputs, target, output, outputs, grads,
     toModel: () => g.toModel(),
   };
 }

@@ -2,7 +2,7 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { basename, join } from 'node:path';
 import { loadDataSpec } from '../data/node.js';
-import { limit } from '../data/index.js';
+import { limit, split, type Dataset } from '../data/index.js';
 import { readModelFile, writeFileAtomic } from '../io/files.js';
 import { DEFAULT_MODEL, packageRoot } from '../io/package-root.js';
 import { adam, sgd } from '../optim/index.js';
@@ -20,6 +20,9 @@ Data
   --data mnist|idx:DIR       bundled digits (default; first 9,000 for training) or an IDX directory
                              (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz])
   --limit N                  keep the first N samples
+  --eval mnist|idx:DIR|split:F  after each epoch, the loss (and accuracy for labels) on held-out data:
+                             the bundled digits' last 1,000, an IDX directory's t10k-* files, or the
+                             last fraction F of the training data (default run: mnist)
   --target label|input       class labels (default), or the input itself (autoencoders)
   --batch-size N             default 1000 for the bundled autoencoder, else 128
   --epochs N | --steps N     stop after N epochs (default 1; 10 for the default run) or N steps
@@ -38,13 +41,14 @@ Optimizer
   --decoupled-weight-decay   decoupled decay instead (AdamW, SGDW)
 Runtime and output
   --ep cpu|wasm|webgpu|cuda  execution provider (default cpu)
-  --log FILE.jsonl           one JSON line per step: {"step","epoch","loss","time","lr"}
+  --log FILE.jsonl           one JSON line per step: {"step","epoch","loss","time","lr"}, and per
+                             evaluated epoch: {"epoch","eval_loss","eval_accuracy"}
   --out FILE.onnx            your model with the trained weights in place
   --quiet                    no progress display`;
 
 export async function train(args: string[]): Promise<void> {
   const { values, positionals } = parse(args, {
-    ...lossOptions, data: { type: 'string' }, limit: { type: 'string' }, target: { type: 'string' },
+    ...lossOptions, data: { type: 'string' }, limit: { type: 'string' }, eval: { type: 'string' }, target: { type: 'string' },
     'batch-size': { type: 'string' }, epochs: { type: 'string' }, steps: { type: 'string' },
     'no-shuffle': { type: 'boolean' }, seed: { type: 'string' },
     optimizer: { type: 'string' }, lr: { type: 'string' }, momentum: { type: 'string' }, nesterov: { type: 'boolean' },
@@ -70,6 +74,15 @@ export async function train(args: string[]): Promise<void> {
   let data = loadDataSpec((values.data as string | undefined) ?? 'mnist', 'train');
   const lim = number(values.limit, '--limit', { integer: true, min: 1 });
   if (lim) data = limit(data, lim);
+  const evalSpec = (values.eval as string | undefined) ?? (isDefault ? 'mnist' : undefined);
+  let evaluationData: Dataset | undefined;
+  if (evalSpec?.startsWith('split:')) {
+    const fraction = number(evalSpec.slice(6), '--eval split:F');
+    if (!(fraction! > 0 && fraction! < 1)) throw new UsageError(`--eval split:F needs 0 < F < 1; got '${evalSpec}'`);
+    ({ train: data, test: evaluationData } = split(data, 1 - fraction!));
+  } else if (evalSpec) {
+    evaluationData = loadDataSpec(evalSpec, 'test');
+  }
   const batchSize = number(values['batch-size'], '--batch-size', { integer: true, min: 1 }) ?? (isDefault ? 1000 : 128);
   const steps = number(values.steps, '--steps', { integer: true, min: 1 });
   const epochs = number(values.epochs, '--epochs', { integer: true, min: 1 }) ?? (steps ? undefined : isDefault ? 10 : 1);
@@ -86,14 +99,17 @@ export async function train(args: string[]): Promise<void> {
     + `${loss.kind}/${loss.reduction}, batch ${batchSize}, ${Number.isFinite(totalSteps) ? `${totalSteps} steps` : ''} on ${backend.ep}`);
   try {
     const result = await trainer.fit(data, {
-      batchSize, epochs, steps, shuffle: values['no-shuffle'] !== true, seed: number(values.seed, '--seed', { integer: true }) ?? 0,
+      batchSize, epochs, steps, evaluationData, shuffle: values['no-shuffle'] !== true, seed: number(values.seed, '--seed', { integer: true }) ?? 0,
       onStep: (s: StepInfo) => {
         if (values.log) writeLog(`${JSON.stringify({ step: s.step, epoch: s.epoch, loss: s.loss, time: s.time, lr: s.lr })}\n`);
         progress?.update(s, totalSteps, batchSize);
       },
       onEpoch: (e) => {
         progress?.clear();
-        console.log(`epoch ${e.epoch + 1}: mean loss ${e.meanLoss.toFixed(4)} (${e.steps} steps, ${e.time.toFixed(1)} s)`);
+        const ev = e.evaluation;
+        const evalText = ev ? `; eval loss ${ev.loss.toFixed(4)}${ev.accuracy !== undefined ? `, accuracy ${(100 * ev.accuracy).toFixed(2)}%` : ''} on ${ev.samples}` : '';
+        console.log(`epoch ${e.epoch + 1}: mean loss ${e.meanLoss.toFixed(4)} (${e.steps} steps, ${e.time.toFixed(1)} s)${evalText}`);
+        if (ev && values.log) writeLog(`${JSON.stringify({ epoch: e.epoch, eval_loss: ev.loss, ...(ev.accuracy !== undefined ? { eval_accuracy: ev.accuracy } : {}) })}\n`);
       },
     });
     progress?.clear();

@@ -1,6 +1,6 @@
 // The training loop: batches in, one fused step graph run per step, parameters kept as runtime
 // tensors, the user's own model out.
-import { encodeModel, withTrainedParameters, type Dim, type LossSpec, type onnx, type TensorData } from '../../graph-tools/index.js';
+import { buildEvaluationGraph, encodeModel, withTrainedParameters, type Dim, type EvaluationGraph, type LossSpec, type onnx, type TensorData } from '../../graph-tools/index.js';
 import { batches, type Batch, type Dataset } from '../data/index.js';
 import type { ElementwiseOptimizer } from '../optim/optimizer.js';
 import type { Backend, Session, Tensor, TensorArray } from '../runtime/backend.js';
@@ -19,7 +19,14 @@ export interface TrainerOptions extends LossSpec {
 }
 
 export interface StepInfo { step: number; epoch: number; loss: number; time: number; lr: number; skipped: boolean }
-export interface EpochInfo { epoch: number; steps: number; meanLoss: number; time: number }
+export interface Evaluation {
+  /** The loss over the whole evaluation set, with the training reduction (a sum for 'sum'). */
+  loss: number;
+  /** Share of argmax predictions equal to the label (cross-entropy only). */
+  accuracy?: number;
+  samples: number;
+}
+export interface EpochInfo { epoch: number; steps: number; meanLoss: number; time: number; evaluation?: Evaluation }
 
 export interface FitOptions {
   batchSize: number;
@@ -29,6 +36,8 @@ export interface FitOptions {
   steps?: number;
   shuffle?: boolean;
   seed?: number;
+  /** Evaluated after every epoch (reported in onEpoch). */
+  evaluationData?: Dataset;
   onStep?: (info: StepInfo) => void | Promise<void>;
   onEpoch?: (info: EpochInfo) => void | Promise<void>;
 }
@@ -44,6 +53,7 @@ export class Trainer {
   private t = 0;
   private updates = 0;
   private skipped = 0;
+  private evaluation?: { graph: EvaluationGraph; session: Session };
 
   private constructor(
     readonly backend: Backend,
@@ -116,7 +126,8 @@ export class Trainer {
         if (!skipped) { sum += loss; n++; }
         await options.onStep?.({ step: this.t, epoch, loss, time: (performance.now() - start) / 1000, lr: this.options.optimizer.learningRate(Math.max(1, this.updates)), skipped });
       }
-      await options.onEpoch?.({ epoch, steps: n, meanLoss: sum / Math.max(1, n), time: (performance.now() - start) / 1000 });
+      const evaluation = options.evaluationData ? await this.evaluate(options.evaluationData, options.batchSize) : undefined;
+      await options.onEpoch?.({ epoch, steps: n, meanLoss: sum / Math.max(1, n), time: (performance.now() - start) / 1000, evaluation });
     }
     return { steps, epochs: epoch, skippedSteps: this.skipped, finalLoss, seconds: (performance.now() - start) / 1000 };
   }
@@ -136,11 +147,39 @@ export class Trainer {
     return encodeModel(withTrainedParameters(this.model, await this.parameters(), this.options.source));
   }
 
-  async dispose(): Promise<void> { await this.session.release(); }
+  /** Loss (and accuracy for classifiers) of the current parameters on a dataset, in file order. */
+  async evaluate(data: Dataset, batchSize = 1000): Promise<Evaluation> {
+    if (!this.evaluation) {
+      const graph = buildEvaluationGraph(this.model, { kind: this.options.kind, reduction: this.options.reduction, output: this.options.output, source: this.options.source });
+      const session = await this.backend.createSession(encodeModel(graph.model), { name: `evaluation graph of ${this.options.source ?? 'model'}` });
+      this.evaluation = { graph, session };
+    }
+    const { graph, session } = this.evaluation;
+    let loss = 0; let correct = 0; let samples = 0;
+    for (const batch of batches(data, { batchSize, shuffle: false, seed: 0, epoch: 0 })) {
+      const feeds: Record<string, Tensor> = { ...this.batchFeeds(batch, graph) };
+      for (const [k, v] of this.params) feeds[k] = v;
+      const out = await session.run(feeds);
+      const batchLoss = Number((await this.backend.read(out[graph.outputs.loss]))[0]);
+      // 'sum' adds up; 'mean' and 'per-sample-sum' average over samples, so weight by batch size.
+      loss += this.options.reduction === 'sum' ? batchLoss : batchLoss * batch.size;
+      if (graph.outputs.correct) correct += Number((await this.backend.read(out[graph.outputs.correct]))[0]);
+      samples += batch.size;
+    }
+    return {
+      loss: this.options.reduction === 'sum' ? loss : loss / samples,
+      accuracy: graph.outputs.correct ? correct / samples : undefined,
+      samples,
+    };
+  }
+
+  async dispose(): Promise<void> {
+    await this.session.release();
+    await this.evaluation?.session.release();
+  }
 
   /** Shapes a batch for the model's input and builds the target. */
-  private batchFeeds(batch: Batch): Record<string, Tensor> {
-    const tg = this.graph.training;
+  private batchFeeds(batch: Batch, tg: Pick<EvaluationGraph, 'dataInputs' | 'target' | 'output'> = this.graph.training): Record<string, Tensor> {
     if (tg.dataInputs.length !== 1) throw new InputError(`the model has ${tg.dataInputs.length} inputs; training from a dataset needs exactly one`);
     const input = tg.dataInputs[0];
     const dims = sampleDims(input.type.shape!, batch, `model input '${input.name}'`);

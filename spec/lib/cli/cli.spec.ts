@@ -182,6 +182,24 @@ describe('kfqn CLI', function () {
   });
 
   describe('train', () => {
+    it('--eval idx:DIR evaluates on the t10k files after each epoch, on screen and in the log', async () => {
+      const model = writeModel(join(tmp, 'flat_gemm_eval.onnx'), flattenGemmModel());
+      const log = join(tmp, 'eval.jsonl');
+      const r = await runCli(['train', model, '--data', IDX, '--eval', IDX, '--epochs', '2', '--batch-size', '4', '--log', log, '--quiet']);
+      expectOk(r);
+      expect(r.stdout.match(/eval loss [0-9.]+, accuracy [0-9.]+% on 6$/gm)).to.have.length(2);
+      const evals = readJsonLines(log).filter((e) => 'eval_loss' in e);
+      expect(evals.map((e) => e.epoch)).to.deep.equal([0, 1]);
+      for (const e of evals) {
+        expect(e).to.have.all.keys('epoch', 'eval_loss', 'eval_accuracy');
+        // 6 test samples: the accuracy is a whole number of them.
+        expect(Number.isInteger(Math.round((e.eval_accuracy as number) * 6 * 1e6) / 1e6)).to.equal(true);
+      }
+      const split = await runCli(['train', model, '--data', IDX, '--eval', 'split:0.25', '--epochs', '1', '--batch-size', '4', '--quiet']);
+      expectOk(split);
+      expect(split.stdout).to.match(/\(9 samples\)/).and.to.match(/on 3$/m);
+    });
+
     it('trains a Flatten→Gemm model on idx:spec/fixtures/idx: a JSONL log of 3 steps and a loadable model', async () => {
       const model = writeModel(join(tmp, 'flat_gemm.onnx'), flattenGemmModel());
       const log = join(tmp, 'train.jsonl');

@@ -315,3 +315,23 @@ describe('Trainer: a layer that does not reach the loss', () => {
     expect(maxAbsDiff(after.get('W1')!.data as Float32Array, before.get('W1')!.data as Float32Array)).to.be.greaterThan(0.01);
   });
 });
+
+describe('Trainer.evaluate', () => {
+  it('gives the loss over the whole set and the argmax accuracy, against an ORT run of the exported model', async () => {
+    const data = randomDataset(11, 23, 6, 4);
+    const trainer = await Trainer.create(await createBackend('cpu'), fixtureModel('gemm_relu_ce'), { ...CE, optimizer: adam({ lr: 0.05 }) });
+    await trainer.fit(data, { batchSize: 8, steps: 4, shuffle: false });
+    // Batches of 5 over 23 samples: the weighting of the short last batch matters.
+    const ev = await trainer.evaluate(data, 5);
+    const logits = await runModel(await trainer.exportModel(), data.inputs, 6);
+    await trainer.dispose();
+    let hits = 0;
+    for (let i = 0; i < data.size; i++) {
+      const row = Array.from(logits.subarray(4 * i, 4 * i + 4));
+      if (row.indexOf(Math.max(...row)) === Number(data.labels![i])) hits++;
+    }
+    expect(ev.samples).to.equal(23);
+    expect(Math.abs(ev.loss - crossEntropy(logits, data.labels!, 4))).to.be.below(1e-5);
+    expect(ev.accuracy).to.equal(hits / 23);
+  });
+});
