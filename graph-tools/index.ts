@@ -9,3 +9,4 @@ export { buildTrainingGraph, buildEvaluationGraph, CORRECT_OUTPUT, prepareGraph,
 export { supportedOps } from './autodiff/index.js';
 export { toFloat64 } from './precision.js';
 export { withTrainedParameters } from './export.js';
+export { statName, type StatisticsRequest, type LayerStatistics } from './statistics.js';

@@ -7,6 +7,7 @@ import { A, Graph, GraphError, type ValueInfo } from './ir/graph.js';
 import { inferShapes } from './ir/shapes.js';
 import { findLayers, requireLayers, type LayerReport } from './layers.js';
 import { emitLoss, targetType, type LossSpec } from './losses.js';
+import { emitLayerStatistics, statName, type LayerStatistics, type StatisticsRequest } from './statistics.js';
 import type { onnx, DataType, TensorData } from './onnx/index.js';
 
 export interface Capture {
@@ -18,6 +19,8 @@ export interface Capture {
   preactivationGradients?: boolean;
   /** Emit parameter gradients (default true). */
   gradients?: boolean;
+  /** Emit per-layer Kronecker statistics (statistics.ts); the Hessian action adds an input per layer. */
+  statistics?: StatisticsRequest;
 }
 
 export interface TrainingGraphOptions extends LossSpec {
@@ -34,6 +37,8 @@ export interface TrainingOutputs {
   activations: Map<string, string>;
   preactivations: Map<string, string>;
   preactivationGradients: Map<string, string>;
+  /** By layer name: statistic output names, and the input name of v for the Hessian action. */
+  statistics: Map<string, LayerStatistics>;
 }
 
 export interface TrainingGraph {
@@ -150,6 +155,7 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
   const capture = { gradients: true, ...opts.capture };
   const outputs: TrainingOutputs = {
     loss: LOSS_OUTPUT, gradients: new Map(), activations: new Map(), preactivations: new Map(), preactivationGradients: new Map(),
+    statistics: new Map(),
   };
   const emitOut = (value: string, name: string, dtype: DataType, shape?: number[]) => emitOutput(g, value, name, dtype, shape);
   emitOut(loss, LOSS_OUTPUT, outType.dtype, []);
@@ -175,6 +181,27 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
       if (!dh) throw new GraphError(`${source}: layer '${layer.name}' does not reach output '${output.name}'`);
       emitOut(dh, outName.preactivationGrad(h), typeOf(h).dtype);
       outputs.preactivationGradients.set(h, outName.preactivationGrad(h));
+    }
+    if (capture.statistics) {
+      const values = emitLayerStatistics(g, e, layer, grads, capture.statistics);
+      const names: LayerStatistics = {};
+      const { groups, factors } = layer;
+      const dtype = typeOf(layer.input).dtype;
+      const declare = (key: 'a' | 'abar' | 'hbar' | 'gbar' | 'av', shape: number[]) => {
+        if (!values[key]) return;
+        names[key] = statName[key](layer.name);
+        emitOut(values[key]!, names[key]!, dtype, shape);
+      };
+      declare('a', [groups, factors.a, factors.a]);
+      declare('abar', [groups, factors.a]);
+      declare('hbar', [groups * factors.g]);
+      declare('gbar', [groups * factors.g]);
+      declare('av', [groups, factors.a]);
+      if (values.v) {
+        names.v = values.v;
+        g.inputs.push({ name: values.v, type: { dtype, shape: [groups, factors.a] } });
+      }
+      outputs.statistics.set(layer.name, names);
     }
   }
   return {

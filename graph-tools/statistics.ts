@@ -1,0 +1,117 @@
+// Per-layer Kronecker statistics computed inside the training graph (ALGORITHMS.md §1.4, §4.2, §5),
+// so patch matrices never reach JavaScript. For each layer, per group, Ã is the R × d_a matrix of
+// rows ã (the input activation, or a convolution's patch, with a trailing 1 when there is a bias):
+// R = M for Gemm, M·positions for MatMul on rank-3 inputs and for convolutions.
+//   A      = (1/M) ÃᵀÃ                    summed over positions, averaged over the batch
+//   ā      = mean of the rows of Ã          over batch and positions
+//   h̄, ḡ   = means of h and of g = M·∂L/∂h  over batch and positions
+//   A·v    = (1/M) Ãᵀ(Ã v)                  for v fed as an input, without forming A
+import type { Gradients } from './autodiff/index.js';
+import type { Emitter } from './ir/emitter.js';
+import { A, attr, GraphError, type Graph, type Node } from './ir/graph.js';
+import type { Layer } from './layers.js';
+
+export interface StatisticsRequest {
+  /** A = (1/M) ÃᵀÃ per group: [groups, d_a, d_a]. */
+  factors?: boolean;
+  /** ā [groups, d_a], h̄ and ḡ [outputs]. */
+  means?: boolean;
+  /** (1/M) Ãᵀ(Ã v) [groups, d_a] for an input v [groups, d_a]. */
+  hessianAction?: boolean;
+}
+
+/** Graph value names of one layer's statistics (inputs for v, outputs for the rest). */
+export interface LayerStatistics {
+  a?: string;
+  abar?: string;
+  hbar?: string;
+  gbar?: string;
+  v?: string;
+  av?: string;
+}
+
+export const statName = {
+  a: (l: string) => `kfqn:A:${l}`,
+  abar: (l: string) => `kfqn:abar:${l}`,
+  hbar: (l: string) => `kfqn:hbar:${l}`,
+  gbar: (l: string) => `kfqn:gbar:${l}`,
+  v: (l: string) => `kfqn:v:${l}`,
+  av: (l: string) => `kfqn:Av:${l}`,
+};
+
+/**
+ * Emits the requested statistics of `layer` and returns their output (and input) names; the
+ * caller declares them as graph outputs/inputs.
+ */
+export function emitLayerStatistics(g: Graph, e: Emitter, layer: Layer, grads: Gradients, req: StatisticsRequest): LayerStatistics {
+  const dtype = e.dtypeOf(layer.input);
+  const node = g.nodes.find((n) => n.name === layer.name)!;
+  const rows = layer.kind === 'conv' ? convRows(e, layer, node) : linearRows(e, layer);
+  const withOnes = layer.bias ? appendOnes(e, rows, dtype) : rows;
+  const batch = e.op('Cast', [e.op('Gather', [e.op('Shape', [layer.input]), e.constant(0, 'int64')], [A.int('axis', 0)])], [A.int('to', dtype === 'float64' ? 11 : 1)]);
+  const perSample = (x: string) => e.op('Div', [x, batch]);
+  const rowsT = e.op('Transpose', [withOnes], [A.ints('perm', [0, 2, 1])]);
+  const out: LayerStatistics = {};
+  if (req.factors) out.a = perSample(e.op('MatMul', [rowsT, withOnes]));
+  if (req.means) {
+    out.abar = e.reduce('ReduceMean', withOnes, [1], false);
+    const h = layer.preactivation;
+    const axes = outputReduceAxes(e, layer);
+    out.hbar = e.reduce('ReduceMean', h, axes, false);
+    const dh = grads.of(h);
+    if (!dh) throw new GraphError(`layer '${layer.name}' does not reach the loss`);
+    out.gbar = e.op('Mul', [e.reduce('ReduceMean', dh, axes, false), batch]);
+  }
+  if (req.hessianAction) {
+    out.v = statName.v(layer.name);
+    const v3 = e.unsqueeze(out.v, [2]);
+    const av = perSample(e.op('MatMul', [rowsT, e.op('MatMul', [withOnes, v3])]));
+    out.av = e.op('Reshape', [av, e.int64s([layer.groups, layer.factors.a])]);
+  }
+  return out;
+}
+
+/** Axes of h to average for per-output means: all but the channel axis (1 for Conv, last otherwise). */
+function outputReduceAxes(e: Emitter, layer: Layer): number[] {
+  const rank = e.shapeOf(layer.preactivation).length;
+  const channel = layer.kind === 'conv' ? 1 : rank - 1;
+  return Array.from({ length: rank }, (_, i) => i).filter((i) => i !== channel);
+}
+
+/** [1, R, in] from a Gemm or MatMul input: leading axes folded into rows. */
+function linearRows(e: Emitter, layer: Layer): string {
+  return e.op('Reshape', [layer.input, e.int64s([1, -1, layer.inFeatures])]);
+}
+
+/**
+ * [groups, M·T, C_in/groups·k] patches from a Conv whose kernel is the identity on patch entries:
+ * output channel c·prod(k) + offset of each group copies input channel c at that kernel offset,
+ * so the patch order matches the weight's [C_out, C_in/group, k...] flattening.
+ */
+function convRows(e: Emitter, layer: Layer, node: Node): string {
+  const kernel = layer.kernel!;
+  const k = kernel.reduce((a, b) => a * b, 1);
+  const perGroupIn = layer.inFeatures / k;
+  const d = layer.inFeatures;
+  const groups = layer.groups;
+  const identity = new Array<number>(groups * d * d).fill(0);
+  for (let o = 0; o < groups * d; o++) identity[o * d + (o % d)] = 1;
+  const dtype = e.dtypeOf(layer.input);
+  const eye = e.constant(identity, dtype, [groups * d, perGroupIn, ...kernel]);
+  const attrs = ['strides', 'pads', 'dilations'].map((n) => attr(node, n)).filter((a): a is NonNullable<typeof a> => !!a);
+  const autoPad = attr(node, 'auto_pad');
+  if (autoPad) attrs.push(autoPad);
+  attrs.push(A.int('group', groups), A.ints('kernel_shape', kernel));
+  const patches = e.op('Conv', [layer.input, eye], attrs);
+  // [N, G·d, spatial...] → [N, G, d, T] → [G, N, T, d] → [G, N·T, d]
+  const split = e.op('Reshape', [patches, e.int64s([0, groups, d, -1])]);
+  const moved = e.op('Transpose', [split], [A.ints('perm', [1, 0, 3, 2])]);
+  return e.op('Reshape', [moved, e.int64s([groups, -1, d])]);
+}
+
+/** Ã = [rows | 1]: a column of ones as wide as the rows are many. */
+function appendOnes(e: Emitter, rows: string, dtype: string): string {
+  const shape = e.op('Concat', [e.op('Gather', [e.op('Shape', [rows]), e.int64s([0, 1])], [A.int('axis', 0)]), e.int64s([1])], [A.int('axis', 0)]);
+  const ones = e.op('Expand', [e.constant(1, dtype as 'float32', [1, 1, 1]), shape]);
+  return e.op('Concat', [rows, ones], [A.int('axis', 2)]);
+}
