@@ -5,6 +5,9 @@ import { gradientEntry, supportedOps } from './registry.js';
 import './linear.js';
 import './elementwise.js';
 import './shape.js';
+import './pooling.js';
+import './tensor-ops.js';
+import './conv.js';
 import './normalization.js';
 
 export { supportedOps };

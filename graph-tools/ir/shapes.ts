@@ -76,6 +76,27 @@ export function broadcastShapes(a: Dim[], b: Dim[]): Dim[] {
 
 function normAxis(axis: number, rank: number): number { return axis < 0 ? axis + rank : axis; }
 
+/**
+ * Row-major values of a small static tensor after picking `picks[a]` indices on each axis a and
+ * then ordering the axes by `perm` (Slice and Transpose of shape-computing int tensors).
+ */
+function gatherIndices(values: Dim[], shape: number[], picks: number[][], perm = shape.map((_, i) => i)): Dim[] {
+  const strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
+  const outShape = perm.map((p) => picks[p].length);
+  const total = outShape.reduce((a, b) => a * b, 1);
+  const result: Dim[] = [];
+  for (let k = 0; k < total; k++) {
+    let rest = k; let src = 0;
+    for (let j = outShape.length - 1; j >= 0; j--) {
+      const i = rest % outShape[j];
+      rest = Math.floor(rest / outShape[j]);
+      src += picks[perm[j]][i] * strides[perm[j]];
+    }
+    result.push(values[src]);
+  }
+  return result;
+}
+
 function product(dims: Dim[]): Dim[] {
   // A product as a list of factors, numbers folded together.
   let n = 1;
@@ -164,12 +185,17 @@ function inferNode(g: Graph, node: Node, known: Map<string, Known>): void {
       const target = opset >= 5 ? kv(1) : attrInts(node, 'shape');
       if (!target) fail(node, `the target shape '${node.inputs[1]}' is not computable from static information; supported: constants and the Shape→Gather→Unsqueeze→Concat chain`);
       set(0, { dtype: inT(0).dtype, shape: resolveReshape(inS(0), target, attrInt(node, 'allowzero', 0) === 1) });
+      if (kv(0)) known.set(node.outputs[0], kv(0)!); // same values, row-major
       return;
     }
     case 'Transpose': {
       const s = inS(0);
       const perm = attrInts(node, 'perm') ?? s.map((_, i) => s.length - 1 - i);
       set(0, { dtype: inT(0).dtype, shape: perm.map((p) => s[p]) });
+      const d = kv(0);
+      if (d && s.every((x) => typeof x === 'number')) {
+        known.set(node.outputs[0], gatherIndices(d, s as number[], s.map((x) => [...Array(x as number).keys()]), perm));
+      }
       return;
     }
     case 'Cast': {
@@ -254,27 +280,33 @@ function inferNode(g: Graph, node: Node, known: Map<string, Known>): void {
       const axes = (opset >= 10 ? (node.inputs[3] ? kv(3) : undefined) : attrInts(node, 'axes')) ?? starts?.map((_, i) => i);
       const steps = opset >= 10 && node.inputs[4] ? kv(4) : undefined;
       if (!starts || !ends || !axes) fail(node, 'starts, ends and axes must be constant');
+      // Per axis, the indices taken (when the dim is static), by ONNX's clamping rules.
+      const picks: (number[] | undefined)[] = s.map((d) => (typeof d === 'number' ? [...Array(d).keys()] : undefined));
       const out = [...s];
-      const d = kv(0);
-      let values = d;
       axes.forEach((a, j) => {
         const ax = normAxis(a as number, s.length);
         const dim = s[ax];
         const step = steps ? (steps[j] as number) : 1;
-        if (typeof dim !== 'number' || step !== 1) { out[ax] = `${node.outputs[0]}:${ax}`; values = undefined; return; }
-        const clamp = (v: number) => Math.min(dim, Math.max(0, v < 0 ? v + dim : v));
-        const st = clamp(starts[j] as number); const en = clamp(ends[j] as number);
-        out[ax] = Math.max(0, en - st);
-        if (values && s.length === 1) values = values.slice(st, en);
+        if (typeof dim !== 'number') { out[ax] = `${node.outputs[0]}:${ax}`; return; }
+        const norm = (v: number) => (v < 0 ? v + dim : v);
+        const st = step > 0 ? Math.min(dim, Math.max(0, norm(starts[j] as number))) : Math.min(dim - 1, Math.max(-1, norm(starts[j] as number)));
+        const en = step > 0 ? Math.min(dim, Math.max(0, norm(ends[j] as number))) : Math.min(dim - 1, Math.max(-1, norm(ends[j] as number)));
+        const taken: number[] = [];
+        for (let i = st; step > 0 ? i < en : i > en; i += step) taken.push(i);
+        picks[ax] = taken;
+        out[ax] = taken.length;
       });
       set(0, { dtype: inT(0).dtype, shape: out });
-      if (values) known.set(node.outputs[0], values);
+      const d = kv(0);
+      if (d && picks.every((p) => p)) known.set(node.outputs[0], gatherIndices(d, s as number[], picks as number[][]));
       return;
     }
     case 'ConstantOfShape': {
       const shape = kv(0);
       const t = attrTensor(node, 'value');
       set(0, { dtype: t?.dtype ?? 'float32', shape: shape ?? undefined });
+      const count = shape?.every((d) => typeof d === 'number') ? (shape as number[]).reduce((x, y) => x * y, 1) : Infinity;
+      if ((t?.dtype === 'int64' || t?.dtype === 'int32') && count <= 64) known.set(node.outputs[0], new Array(count).fill(Number(t.data[0])));
       return;
     }
     case 'ReduceSum': case 'ReduceMean': case 'ReduceMax': {

@@ -111,6 +111,12 @@ export function explainSessionError(ep: ExecutionProvider, name: string, err: un
       + '(Mesa lavapipe: see scripts/ci/install-vulkan.sh) and set VK_ICD_FILENAMES to its ICD json; or use --ep cpu.',
     wasm: 'the WASM backend of onnxruntime-web could not start.',
   };
-  const looksLikeEp = ep !== 'cpu' && /provider|adapter|webgpu|cuda|vulkan|dawn|libonnxruntime_providers|backend/i.test(msg);
+  // Only messages about the provider failing to start get the install hint (not, say, an op the EP lacks).
+  const startFailure: Record<ExecutionProvider, RegExp | null> = {
+    cpu: null, wasm: /backend not found|wasm/i,
+    cuda: /Failed to load shared library|libonnxruntime_providers|CUDA/i,
+    webgpu: /adapter|vulkan|dawn/i,
+  };
+  const looksLikeEp = startFailure[ep]?.test(msg) ?? false;
   return new RuntimeError(`${name}: cannot create an ORT session on '${ep}': ${looksLikeEp ? `${hints[ep]} (ORT said: ${msg})` : msg}`);
 }

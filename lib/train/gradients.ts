@@ -33,7 +33,7 @@ export async function computeGradients(backend: Backend, model: onnx.ModelProto,
     return await evaluate(backend, model, opts, 'float64');
   } catch (e) {
     // An op of the user's graph without a float64 kernel on this EP: evaluate as exported.
-    if (e instanceof RuntimeError && /Could not find an implementation/.test(e.message)) return evaluate(backend, model, opts, 'float32');
+    if (e instanceof RuntimeError && /Could not find an implementation|Provider type for .* is not set/.test(e.message)) return evaluate(backend, model, opts, 'float32');
     throw e;
   }
 }
