@@ -17,7 +17,37 @@ interface Case {
   conv?: ConvGeometry;
 }
 
+function convNode(b: ModelBuilder, x: string, cIn: number, cOut: number, geo: ConvGeometry, bias: boolean): string {
+  const groups = geo.groups ?? 1;
+  const w = b.init('W', [cOut, cIn / groups, ...geo.kernel], 0.5);
+  const attrs = [A.ints('kernel_shape', geo.kernel)];
+  if (geo.strides) attrs.push(A.ints('strides', geo.strides));
+  if (geo.pads) attrs.push(A.ints('pads', geo.pads));
+  if (geo.dilations) attrs.push(A.ints('dilations', geo.dilations));
+  if (groups > 1) attrs.push(A.int('group', groups));
+  return b.node('Conv', bias ? [x, w, b.init('b', [cOut], 0.3)] : [x, w], attrs);
+}
+
+/** x [N, cIn, spatial] → Conv (the layer under test) → Tanh → Flatten → Gemm. */
+function convCase(name: string, cIn: number, cOut: number, spatial: number[], geo: ConvGeometry, bias = true): Case {
+  const r = spatial.length;
+  const out = spatial.map((s, i) => Math.floor((s + (geo.pads?.[i] ?? 0) + (geo.pads?.[i + r] ?? 0) - (geo.dilations?.[i] ?? 1) * (geo.kernel[i] - 1) - 1) / (geo.strides?.[i] ?? 1)) + 1);
+  const flat = cOut * out.reduce((a, b2) => a * b2, 1);
+  return {
+    name, conv: geo,
+    build: (b) => {
+      const x = b.input('x', ['N', cIn, ...spatial], [N, cIn, ...spatial]);
+      return b.gemm(b.node('Flatten', [b.node('Tanh', [convNode(b, x, cIn, cOut, geo, bias)])]), flat, 2, { transB: true, scale: 0.3 });
+    },
+  };
+}
+
 const cases: Case[] = [
+  convCase('Conv 3×3, pads 1, bias', 2, 3, [4, 4], { kernel: [3, 3], pads: [1, 1, 1, 1] }),
+  convCase('Conv 2×3, stride 2, asymmetric pads, dilation [1,2], no bias', 2, 3, [5, 6], { kernel: [2, 3], strides: [2, 2], pads: [1, 0, 0, 2], dilations: [1, 2] }, false),
+  convCase('Conv group 2 (one factor pair per group)', 4, 6, [4, 4], { kernel: [3, 3], groups: 2 }),
+  convCase('depthwise Conv with a channel multiplier', 3, 6, [4, 4], { kernel: [2, 2], groups: 3, strides: [2, 2] }),
+  convCase('1-D Conv, stride 2', 2, 3, [7], { kernel: [3], strides: [2], pads: [1, 1] }),
   { name: 'Gemm with bias (transB)', build: (b) => b.gemm(b.node('Tanh', [b.gemm(b.input('x', ['N', 3], [N, 3]), 3, 4, { transB: true })]), 4, 2) },
   { name: 'Gemm without bias', build: (b) => b.gemm(b.node('Tanh', [b.gemm(b.input('x', ['N', 3], [N, 3]), 3, 4, { bias: 'none' })]), 4, 2) },
   { name: 'MatMul + bias on [N,2,3] (positions fold into rows)', build: (b) => b.gemm(b.node('Flatten', [b.node('Tanh', [b.matmul(b.input('x', ['N', 2, 3], [N, 2, 3]), 3, 4, { bias: 'vec' })])]), 8, 2) },
@@ -94,22 +124,24 @@ describe('graph-tools/statistics: per-layer Kronecker statistics in the graph', 
     const mean = (xs: number[], scale: number) => Array.from({ length: outs }, (_, o) => scale * xs.filter((_, k) => channelOf(k) === o).reduce((s, x) => s + x, 0) / (xs.length / outs));
     expect(relError(get(names.hbar!), mean(h, 1)), 'h̄').to.be.below(1e-5);
     expect(relError(get(names.gbar!), mean(dh, N)), 'ḡ').to.be.below(1e-5);
-    // The identity (1/M) Σ g ãᵀ = the weight gradient, with g = M·∂L/∂h, here in W̃'s row-major
-    // [out, d_a] layout (the bias gradient as the last column).
-    if (!c.conv) {
-      const gW = get(stats.gradients.get(layer.weight)!);
-      const gB = layer.bias ? get(stats.gradients.get(layer.bias)!) : [];
-      const d = layer.inFeatures;
-      const rowsOut = dh.length / outs;
-      for (let o = 0; o < outs; o++) {
+    // The identity (1/M) Σ g ãᵀ = the weight gradient, g = M·∂L/∂h, i.e. Σ_{i,t} ∂L/∂h ãᵀ, per
+    // group in W̃'s row-major [out, d_a] layout (the bias gradient as the last column).
+    const gW = get(stats.gradients.get(layer.weight)!);
+    const gB = layer.bias ? get(stats.gradients.get(layer.bias)!) : [];
+    const d = layer.inFeatures;
+    const perGroup = layer.factors.g;
+    // ∂L/∂h at (row k of the group's Ã, output channel o): conv h is [N, C_out, T], linear [rows, out].
+    const dhAt = (k: number, o: number) => (c.conv ? dh[Math.floor(k / positions) * outs * positions + o * positions + (k % positions)] : dh[k * outs + o]);
+    const wAt = (o: number, p: number) => (layer.weightLayout === 'out-in' ? gW[o * d + p] : gW[p * outs + o]);
+    rows.forEach((gr, g) => {
+      for (let o = g * perGroup; o < (g + 1) * perGroup; o++) {
         for (let p = 0; p < da; p++) {
-          const sum = rows[0].reduce((s, r, k) => s + dh[k * outs + o] * r[p], 0);
-          const expected = p < d ? (layer.weightLayout === 'out-in' ? gW[o * d + p] : gW[p * outs + o]) : gB[o];
+          const sum = gr.reduce((acc, r, k) => acc + dhAt(k, o) * r[p], 0);
+          const expected = p < d ? wAt(o, p) : gB[o];
           expect(Math.abs(sum - expected), `Σ g ãᵀ [${o},${p}]`).to.be.below(1e-5 * Math.max(1, Math.abs(expected)));
         }
       }
-      expect(rowsOut).to.equal(rows[0].length);
-    }
+    });
   }));
 });
 
