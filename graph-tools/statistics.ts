@@ -7,6 +7,7 @@
 //   h̄, ḡ   = means of h and of g = M·∂L/∂h  over batch and positions
 //   A·v    = (1/M) Ãᵀ(Ã v)                  for v fed as an input, without forming A
 import type { Gradients } from './autodiff/index.js';
+import { convKernelGradient } from './autodiff/conv.js';
 import type { Emitter } from './ir/emitter.js';
 import { A, attr, GraphError, type Graph, type Node } from './ir/graph.js';
 import type { Layer } from './layers.js';
@@ -46,15 +47,10 @@ export const statName = {
 export function emitLayerStatistics(g: Graph, e: Emitter, layer: Layer, grads: Gradients, req: StatisticsRequest): LayerStatistics {
   const dtype = e.dtypeOf(layer.input);
   const node = g.nodes.find((n) => n.name === layer.name)!;
-  const rows = layer.kind === 'conv' ? convRows(e, layer, node) : linearRows(e, layer);
-  const withOnes = layer.bias ? appendOnes(e, rows, dtype) : rows;
   const batch = e.op('Cast', [e.op('Gather', [e.op('Shape', [layer.input]), e.constant(0, 'int64')], [A.int('axis', 0)])], [A.int('to', dtype === 'float64' ? 11 : 1)]);
   const perSample = (x: string) => e.op('Div', [x, batch]);
-  const rowsT = e.op('Transpose', [withOnes], [A.ints('perm', [0, 2, 1])]);
   const out: LayerStatistics = {};
-  if (req.factors) out.a = perSample(e.op('MatMul', [rowsT, withOnes]));
   if (req.means) {
-    out.abar = e.reduce('ReduceMean', withOnes, [1], false);
     const h = layer.preactivation;
     const axes = outputReduceAxes(e, layer);
     out.hbar = e.reduce('ReduceMean', h, axes, false);
@@ -62,13 +58,85 @@ export function emitLayerStatistics(g: Graph, e: Emitter, layer: Layer, grads: G
     if (!dh) throw new GraphError(`layer '${layer.name}' does not reach the loss`);
     out.gbar = e.op('Mul', [e.reduce('ReduceMean', dh, axes, false), batch]);
   }
+  if (req.hessianAction) out.v = statName.v(layer.name);
+  // A convolution's means and Hessian action come from two small convolutions each; only the
+  // dense A factor needs the patch matrix (ALGORITHMS.md §4.2: O(M·T·d_a) instead of O(M·T·d_a²)).
+  if (layer.kind === 'conv') {
+    const { abar, av } = convPatchProducts(e, layer, node, req.means === true, out.v);
+    out.abar = abar;
+    if (av) out.av = perSample(av);
+    if (!req.factors) return out;
+  }
+  const rows = layer.kind === 'conv' ? convRows(e, layer, node) : linearRows(e, layer);
+  const withOnes = layer.bias ? appendOnes(e, rows, dtype) : rows;
+  const rowsT = e.op('Transpose', [withOnes], [A.ints('perm', [0, 2, 1])]);
+  if (req.factors) out.a = perSample(e.op('MatMul', [rowsT, withOnes]));
+  if (layer.kind === 'conv') return out;
+  if (req.means) out.abar = e.reduce('ReduceMean', withOnes, [1], false);
   if (req.hessianAction) {
-    out.v = statName.v(layer.name);
-    const v3 = e.unsqueeze(out.v, [2]);
-    const av = perSample(e.op('MatMul', [rowsT, e.op('MatMul', [withOnes, v3])]));
+    const av = perSample(e.op('MatMul', [rowsT, e.op('MatMul', [withOnes, e.unsqueeze(out.v!, [2])])]));
     out.av = e.op('Reshape', [av, e.int64s([layer.groups, layer.factors.a])]);
   }
   return out;
+}
+
+/** The Conv's attributes for a convolution over the same windows (kernel from the layer). */
+function windowAttrs(node: Node, layer: Layer): ReturnType<typeof A.int>[] {
+  const attrs = ['strides', 'pads', 'dilations', 'auto_pad'].map((n) => attr(node, n)).filter((a): a is NonNullable<typeof a> => !!a);
+  return [...attrs, A.int('group', layer.groups), A.ints('kernel_shape', layer.kernel!)];
+}
+
+/**
+ * Ãᵀu for u = Ã v (the Hessian action, unscaled) and Ãᵀ1 / (M·T) (ā) per group, without the patch
+ * matrix: u is a convolution of x with v's weight part as a one-output-per-group kernel, and Ãᵀy for
+ * a per-position y is a kernel gradient with ∂L/∂h = y. Both y share one kernel-gradient convolution.
+ */
+function convPatchProducts(e: Emitter, layer: Layer, node: Node, mean: boolean, v?: string): { abar?: string; av?: string } {
+  if (!mean && !v) return {};
+  const { groups, inFeatures: d } = layer;
+  const k = layer.kernel!;
+  const spatial = k.map((_, i) => i + 2);
+  const dtype = e.dtypeOf(layer.input);
+  const float = (x: string) => e.op('Cast', [x], [A.int('to', dtype === 'float64' ? 11 : 1)]);
+  let u: string | undefined;
+  if (v) {
+    const vw = e.op('Reshape', [slice2(e, v, 0, d), e.int64s([groups, d / k.reduce((a, b) => a * b, 1), ...k])]);
+    u = e.op('Conv', [layer.input, vw], windowAttrs(node, layer)); // [N, groups, positions...]
+    if (layer.bias) u = e.op('Add', [u, e.op('Reshape', [slice2(e, v, d, d + 1), e.int64s([1, groups, ...k.map(() => 1)])])]);
+  }
+  // [N, channels, positions...] shapes from h's run-time shape.
+  const hShape = e.op('Shape', [layer.preactivation]);
+  const shapeWith = (channels: number) => e.op('Concat', [e.op('Gather', [hShape, e.int64s([0])], [A.int('axis', 0)]), e.int64s([channels]),
+    e.op('Gather', [hShape, e.int64s(spatial)], [A.int('axis', 0)])], [A.int('axis', 0)]);
+  const ones = mean ? e.op('Expand', [e.constant(1, dtype), shapeWith(groups)]) : undefined;
+  // Per group, the rows of y in the order a grouped convolution splits channels: group-major.
+  const ys = [u, ones].filter((y): y is string => !!y);
+  const y = ys.length === 1 ? ys[0] : e.op('Reshape', [e.op('Concat', ys.map((x) => e.unsqueeze(x, [2])), [A.int('axis', 2)]), shapeWith(2 * groups)]);
+  const products = e.op('Reshape', [convKernelGradient(e, node, y), e.int64s([groups, ys.length, d])]);
+  const sums = ys.length === 1 ? [e.op('Reshape', [products, e.int64s([groups, d])])]
+    : [0, 1].map((i) => e.op('Reshape', [slice3(e, products, i), e.int64s([groups, d])]));
+  const withBias = (part: string, bias: () => string) => (layer.bias ? e.op('Concat', [part, e.unsqueeze(bias(), [1])], [A.int('axis', 1)]) : part);
+  const out: { abar?: string; av?: string } = {};
+  if (u) out.av = withBias(sums[0], () => e.reduce('ReduceSum', u!, [0, ...spatial], false));
+  if (ones) {
+    // Rows per group: N·T = size(h) / C_out.
+    const perGroupRows = e.op('Div', [float(e.op('Size', [layer.preactivation])), e.constant(groups * layer.factors.g, dtype)]);
+    const total = withBias(sums[ys.length - 1], () => e.op('Mul', [e.constant(new Array(groups).fill(1), dtype), perGroupRows]));
+    out.abar = e.op('Div', [total, perGroupRows]);
+  }
+  return out;
+}
+
+/** Entry i along axis 1 of a [groups, 2, d] tensor. */
+function slice3(e: Emitter, x: string, i: number): string {
+  return e.opset >= 10 ? e.op('Slice', [x, e.int64s([i]), e.int64s([i + 1]), e.int64s([1])])
+    : e.op('Slice', [x], [A.ints('starts', [i]), A.ints('ends', [i + 1]), A.ints('axes', [1])]);
+}
+
+/** Columns [from, to) of a [groups, d_a] matrix. */
+function slice2(e: Emitter, x: string, from: number, to: number): string {
+  return e.opset >= 10 ? e.op('Slice', [x, e.int64s([from]), e.int64s([to]), e.int64s([1])])
+    : e.op('Slice', [x], [A.ints('starts', [from]), A.ints('ends', [to]), A.ints('axes', [1])]);
 }
 
 /** Axes of h to average for per-output means: all but the channel axis (1 for Conv, last otherwise). */
@@ -96,13 +164,8 @@ function convRows(e: Emitter, layer: Layer, node: Node): string {
   const groups = layer.groups;
   const identity = new Array<number>(groups * d * d).fill(0);
   for (let o = 0; o < groups * d; o++) identity[o * d + (o % d)] = 1;
-  const dtype = e.dtypeOf(layer.input);
-  const eye = e.constant(identity, dtype, [groups * d, perGroupIn, ...kernel]);
-  const attrs = ['strides', 'pads', 'dilations'].map((n) => attr(node, n)).filter((a): a is NonNullable<typeof a> => !!a);
-  const autoPad = attr(node, 'auto_pad');
-  if (autoPad) attrs.push(autoPad);
-  attrs.push(A.int('group', groups), A.ints('kernel_shape', kernel));
-  const patches = e.op('Conv', [layer.input, eye], attrs);
+  const eye = e.constant(identity, e.dtypeOf(layer.input), [groups * d, perGroupIn, ...kernel]);
+  const patches = e.op('Conv', [layer.input, eye], windowAttrs(node, layer));
   // [N, G·d, spatial...] → [N, G, d, T] → [G, N, T, d] → [G, N·T, d]
   const split = e.op('Reshape', [patches, e.int64s([0, groups, d, -1])]);
   const moved = e.op('Transpose', [split], [A.ints('perm', [1, 0, 3, 2])]);

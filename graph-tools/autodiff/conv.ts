@@ -172,9 +172,15 @@ function reshapeTarget(e: Emitter, like: string, parts: (number | { axis: number
   return e.op('Concat', pieces, [A.int('axis', 0)]);
 }
 
-registerGradient(['Conv'], [0, 1, 2], (e, node, [dY], wanted) => {
+/** What the backward rule and the layer statistics need to know about a Conv node, checked. */
+interface ConvGeometry {
+  a: ConvAttrs; axes: number[]; xs: Dim[]; cg: number; g: number; fail: Fail;
+  geo: { s: number; d: number; pb: number; pe: number; rem: number | undefined }[];
+}
+
+function convGeometry(e: Emitter, node: Node): ConvGeometry {
   const fail: Fail = failer(node);
-  const [x, w, b] = node.inputs;
+  const [x, w] = node.inputs;
   const xs = e.shapeOf(x);
   const ws = e.shapeOf(w);
   const ys = e.shapeOf(node.outputs[0]);
@@ -210,6 +216,53 @@ registerGradient(['Conv'], [0, 1, 2], (e, node, [dY], wanted) => {
     return { s, d, pb, pe, rem };
   });
 
+  return { a, axes, xs, cg, g, fail, geo };
+}
+
+/** X regrouped for kernel gradients, per emitter (graph) and Conv node. */
+const regroupedInputs = new WeakMap<Emitter, Map<string, string>>();
+
+/**
+ * Σ over batch and positions of dY ⊗ patches, as the Conv's weight gradient is: [M', C/g, k...]
+ * for a dY of M' channels (M' divisible by group). With dY = ∂L/∂h it is dW; the layer statistics
+ * use it with other dY to get Ãᵀu and ā without forming the patch matrix.
+ */
+export function convKernelGradient(e: Emitter, node: Node, dY: string): string {
+  const { a, axes, xs, cg, g, geo } = convGeometry(e, node);
+  const x = node.inputs[0];
+  // X as [C/g, g·N, spatial]: channel c of group j is batch item c, channel j·N + n. Built once per
+  // node: the backward pass and the layer statistics both correlate X with some dY.
+  let perNode = regroupedInputs.get(e);
+  if (!perNode) regroupedInputs.set(e, (perNode = new Map()));
+  let xin = perNode.get(node.name);
+  if (!xin) {
+    if (g === 1) {
+      xin = e.op('Transpose', [x], [A.ints('perm', [1, 0, ...axes])]);
+    } else {
+      const split = e.op('Reshape', [x, e.int64s([0, g, cg, -1])]);
+      const moved = e.op('Transpose', [split], [A.ints('perm', [2, 1, 0, 3])]);
+      const n = xs[0];
+      xin = e.op('Reshape', [moved, reshapeTarget(e, x, [cg, typeof n === 'number' ? g * n : -1, ...axes.map((ax) => (typeof xs[ax] === 'number' ? xs[ax] as number : { axis: ax }))])]);
+    }
+    perNode.set(node.name, xin);
+  }
+  const dyT = e.op('Transpose', [dY], [A.ints('perm', [1, 0, ...axes])]);
+  // Padded rows past the last window contribute nothing: drop them from the end padding where it
+  // has them, so the result is exactly the kernel size unless real rows lie past the last window.
+  const cut = geo.map((q) => (q.rem === undefined ? 0 : Math.min(q.pe, q.rem)));
+  let conv = e.op('Conv', [xin, dyT], [
+    A.ints('strides', a.dilations), A.ints('dilations', a.strides), A.int('group', g),
+    A.ints('pads', [...geo.map((q) => q.pb), ...geo.map((q, i) => q.pe - cut[i])]),
+  ]);
+  // Along each axis the result has k + floor(leftover / d) entries.
+  const overshoots = geo.some((q, i) => (q.rem === undefined ? q.s - 1 : q.rem - cut[i]) >= q.d);
+  if (overshoots) conv = sliceStatic(e, conv, axes.map(() => 0), a.kernel, axes);
+  return e.op('Transpose', [conv], [A.ints('perm', [1, 0, ...axes])]);
+}
+
+registerGradient(['Conv'], [0, 1, 2], (e, node, [dY], wanted) => {
+  const { a, axes, xs, g, fail, geo } = convGeometry(e, node);
+  const [x, w, b] = node.inputs;
   let dX: string | undefined;
   if (wanted[0]) {
     const attrs = [
@@ -227,32 +280,7 @@ registerGradient(['Conv'], [0, 1, 2], (e, node, [dY], wanted) => {
     }
   }
 
-  let dW: string | undefined;
-  if (wanted[1]) {
-    // X as [C/g, g·N, spatial]: channel c of group j is batch item c, channel j·N + n.
-    let xin: string;
-    if (g === 1) {
-      xin = e.op('Transpose', [x], [A.ints('perm', [1, 0, ...axes])]);
-    } else {
-      const split = e.op('Reshape', [x, e.int64s([0, g, cg, -1])]);
-      const moved = e.op('Transpose', [split], [A.ints('perm', [2, 1, 0, 3])]);
-      const n = xs[0];
-      xin = e.op('Reshape', [moved, reshapeTarget(e, x, [cg, typeof n === 'number' ? g * n : -1, ...axes.map((ax) => (typeof xs[ax] === 'number' ? xs[ax] as number : { axis: ax }))])]);
-    }
-    const dyT = e.op('Transpose', [dY!], [A.ints('perm', [1, 0, ...axes])]);
-    // Padded rows past the last window contribute nothing: drop them from the end padding where it
-    // has them, so the result is exactly the kernel size unless real rows lie past the last window.
-    const cut = geo.map((q) => (q.rem === undefined ? 0 : Math.min(q.pe, q.rem)));
-    let conv = e.op('Conv', [xin, dyT], [
-      A.ints('strides', a.dilations), A.ints('dilations', a.strides), A.int('group', g),
-      A.ints('pads', [...geo.map((q) => q.pb), ...geo.map((q, i) => q.pe - cut[i])]),
-    ]);
-    // Along each axis the result has k + floor(leftover / d) entries.
-    const overshoots = geo.some((q, i) => (q.rem === undefined ? q.s - 1 : q.rem - cut[i]) >= q.d);
-    if (overshoots) conv = sliceStatic(e, conv, axes.map(() => 0), a.kernel, axes);
-    dW = e.op('Transpose', [conv], [A.ints('perm', [1, 0, ...axes])]);
-  }
-
+  const dW = wanted[1] ? convKernelGradient(e, node, dY!) : undefined;
   const dB = wanted[2] && b ? e.reduce('ReduceSum', dY!, [0, ...axes], false) : undefined;
   return [dX, dW, dB];
 });

@@ -1,19 +1,25 @@
 // MaxPool, AveragePool, GlobalMaxPool and GlobalAveragePool: shape rules (ONNX Runtime's output
-// sizes for pads, strides, dilations, ceil_mode and auto_pad) and backward rules built from
-// Reshape, Slice, Pad, Concat, Less, Where, Sub, Add, Mul and Expand
-// (GlobalMaxPool: ReduceMin), ops every EP runs (WebGPU included) and ORT's CPU EP runs in float64.
+// sizes for pads, strides, dilations, ceil_mode and auto_pad) and backward rules made of standard
+// ops that ORT's CPU EP runs in float64 and its WebGPU EP runs without falling back to CPU:
+// Slice, Pad, Concat, Reshape, Less, Not, Cast, Mul, Sub, Add (GlobalAveragePool: Expand;
+// GlobalMaxPool: Where, ReduceMin, Greater).
 //
-// The windows are laid out on a "cell" grid: along a spatial axis with stride s, the padded
-// input is cut into O' = O + Q cells of s positions (Q = ⌊(k−1)·d / s⌋), and Reshape makes the
-// cell and the position in it two axes. Window offset i (dilation d) then reads cell o + q at
-// position r, with i·d = q·s + r: a contiguous Slice for every offset, no strided gather. The
-// gradient goes back the same way (col2im): each offset's contribution is shifted by q cells
-// (Pad), the offsets sharing a position r are added, and the positions are put side by side
-// (Concat, or Pad+Add where some position takes no window) — overlapping windows accumulate.
+// Window offset i (dilation d) of output o reads input position o·s + i·d − pad, so a strided
+// Slice of the padded input gives, per offset, what every window reads there. The gradient goes
+// back by col2im on a "cell" grid: along a spatial axis the padded input is cut into
+// O' = O + ⌊(k−1)·d / s⌋ cells of s positions; offset i lands in cell o + q at position r, where
+// i·d = q·s + r. Each offset's contribution is shifted by q cells (Pad), those sharing a position
+// are added, the positions are interleaved by a Concat along a position axis (Pad + Add where
+// some position takes no window), and a Reshape merges cells and positions again. Overlapping
+// windows accumulate. (Transposes, and broadcasts over [.., O, 1, O, 1] shapes, are avoided: they
+// are slow on ORT's CPU EP. Measured there, MaxPool's backward is faster than scattering through
+// its Indices output for 2×2 stride 2, and about 1.8× slower for 3×3 stride 2.)
 //
 // MaxPool routes dY to the first maximum of each window in row-major window order, as ORT's and
 // PyTorch's kernels pick it: offsets are visited in that order, and each takes the part of dY
-// whose window maximum it equals and that no earlier offset took (Equal, Where, Sub).
+// whose window maximum it equals and that no earlier offset took. Not used: MaxPool's Indices
+// output (unsupported by the WebGPU EP) with ScatterElements (accumulates only from opset 16),
+// and MaxUnpool (overwrites where windows overlap).
 import type { Emitter } from '../ir/emitter.js';
 import { A, attrInt, attrInts, GraphError, type Dim, type Node } from '../ir/graph.js';
 import { registerShapeRule, type ShapeContext } from '../ir/shapes.js';
@@ -108,36 +114,25 @@ function cellsOf(g: Geometry): AxisCells[] {
   });
 }
 
-/*
- * The cell grid is kept position-major, [s1, ..., sr, N, C, O'1, ..., O'r], so that each window
- * offset's Slice and each Concat of positions moves whole blocks; pooled tensors join it as
- * [1, ..., 1, N, C, O1, ..., Or]. Position axis a is axis a, cell axis a is axis r + 2 + a.
- */
-
-/** [N, C, O'1·s1, ...] (the padded input) onto the position-major cell grid. */
-function toCells(e: Emitter, axes: AxisCells[], t: string): string {
-  const split = e.op('Reshape', [t, e.int64s([0, 0, ...axes.flatMap((c) => [c.cells, c.s])])]);
-  return e.op('Transpose', [split], [A.ints('perm', [...axes.map((_, a) => 3 + 2 * a), 0, 1, ...axes.map((_, a) => 2 + 2 * a)])]);
-}
-
-/** A pooled [N, C, O1, ..., Or] tensor as [1, ..., 1, N, C, O1, ..., Or]. */
+/** A pooled [N, C, O1, ..., Or] tensor as [N, C, O1, 1, O2, 1, ...]: one position per cell. */
 function unitCells(e: Emitter, axes: AxisCells[], t: string): string {
-  return e.unsqueeze(t, axes.map((_, a) => a));
+  return e.op('Reshape', [t, e.int64s([0, 0, ...axes.flatMap((c) => [c.o, 1])])]);
 }
 
 /**
- * col2im: the sum over window offsets of each offset's [1, ..., 1, N, C, O1, ..., Or] contribution
- * put where that offset reads, on the cell grid. `part(offset)` gives the contribution of a kernel
- * offset (a multi-index); with `uniform` every offset contributes the same tensor.
+ * col2im: the sum over window offsets of each offset's [N, C, O1, ..., Or] contribution put where
+ * that offset reads, on the cell grid [N, C, O'1, s1, O'2, s2, ...] (cell axis a is 2 + 2a, its
+ * position axis 3 + 2a). `part(offset)` gives the contribution of a kernel offset (a
+ * multi-index); with `uniform` every offset contributes the same tensor.
  */
 function col2im(e: Emitter, axes: AxisCells[], part: (offset: number[]) => string, uniform: boolean): string {
-  const r = axes.length;
-  const rank = 2 + 2 * r;
+  const rank = 2 + 2 * axes.length;
   const zeros = () => new Array<number>(rank).fill(0);
-  // Places pieces[i] (axis a still O cells at 1 position) at cell q_i, position r_i.
+  // Places pieces[i] (axis a still O cells of one position) at cell q_i, position r_i.
   const placeAlong = (pieces: string[], a: number): string => {
     const c = axes[a];
-    const cellAxis = r + 2 + a;
+    const cellAxis = 2 + 2 * a;
+    const posAxis = cellAxis + 1;
     const byPosition = new Map<number, string>();
     pieces.forEach((p, i) => {
       const begins = zeros(); const ends = zeros();
@@ -148,19 +143,19 @@ function col2im(e: Emitter, axes: AxisCells[], part: (offset: number[]) => strin
     });
     if (c.s === 1) return byPosition.get(0)!;
     if (byPosition.size === c.s) {
-      return e.op('Concat', Array.from({ length: c.s }, (_, p) => byPosition.get(p)!), [A.int('axis', a)]);
+      return e.op('Concat', Array.from({ length: c.s }, (_, p) => byPosition.get(p)!), [A.int('axis', posAxis)]);
     }
     // Some positions take no window (stride > dilated kernel): zeros there.
     const placed = [...byPosition].map(([p, t]) => {
       const begins = zeros(); const ends = zeros();
-      begins[a] = p; ends[a] = c.s - 1 - p;
+      begins[posAxis] = p; ends[posAxis] = c.s - 1 - p;
       return padConstant(e, t, begins, ends);
     });
     return e.sum(placed);
   };
   const build = (prefix: number[]): string => {
     const a = prefix.length;
-    if (a === r) return part(prefix);
+    if (a === axes.length) return unitCells(e, axes, part(prefix));
     if (uniform) {
       const inner = build([...prefix, 0]);
       return placeAlong(new Array<string>(axes[a].k).fill(inner), a);
@@ -172,14 +167,38 @@ function col2im(e: Emitter, axes: AxisCells[], part: (offset: number[]) => strin
 
 /** The cell grid back to [N, C, ...spatial]: the pads cut off, positions no window reads zero. */
 function cellsToInput(e: Emitter, g: Geometry, axes: AxisCells[], cells: string): string {
-  const r = axes.length;
-  // Inverse of toCells' permutation: [N, C, O'1, s1, O'2, s2, ...].
-  const perm = [r, r + 1, ...axes.flatMap((_, a) => [r + 2 + a, a])];
-  const split = e.op('Transpose', [cells], [A.ints('perm', perm)]);
-  const flat = e.op('Reshape', [split, e.int64s([0, 0, ...axes.map((c) => c.cells * c.s)])]);
+  const flat = e.op('Reshape', [cells, e.int64s([0, 0, ...axes.map((c) => c.cells * c.s)])]);
   const begins = [0, 0, ...g.padBegin.map((p) => -p)];
   const ends = [0, 0, ...axes.map((c, a) => g.spatial[a] + g.padBegin[a] - c.cells * c.s)];
   return padOrCrop(e, flat, begins, ends);
+}
+
+/**
+ * What each window offset reads, [N, C, O1, ..., Or]: a strided Slice of the padded input (opset
+ * 10+), or before opset 10 (no steps) a Slice of its cell grid.
+ */
+function windowReader(e: Emitter, g: Geometry, axes: AxisCells[], x: string, fill: number): (offset: number[]) => string {
+  const dtype = e.dtypeOf(x);
+  const strided = e.opset >= 10;
+  // The extent the reads need: the last window's end, or whole cells.
+  const extent = axes.map((c, a) => (strided ? (c.o - 1) * c.s + (g.kernel[a] - 1) * g.dilations[a] + 1 : c.cells * c.s));
+  const grow = [0, 0, ...extent.map((n, a) => n - g.spatial[a] - g.padBegin[a])];
+  const cropped = padOrCrop(e, x, grow.map(() => 0), grow.map((v) => Math.min(v, 0)));
+  const padded = padConstant(e, cropped, [0, 0, ...g.padBegin], grow.map((v) => Math.max(v, 0)), fill, dtype);
+  const spatialAxes = axes.map((_, a) => 2 + a);
+  if (strided) {
+    return (off) => {
+      const starts = axes.map((_, a) => off[a] * g.dilations[a]);
+      const ends = axes.map((c, a) => starts[a] + (c.o - 1) * c.s + 1);
+      return e.op('Slice', [padded, e.int64s(starts), e.int64s(ends), e.int64s(spatialAxes), e.int64s(axes.map((c) => c.s))]);
+    };
+  }
+  const cells = e.op('Reshape', [padded, e.int64s([0, 0, ...axes.flatMap((c) => [c.cells, c.s])])]);
+  return (off) => {
+    const w = sliceAxes(e, cells, axes.flatMap((_, a) => [2 + 2 * a, 3 + 2 * a]),
+      axes.flatMap((c, a) => [c.q[off[a]], c.r[off[a]]]), axes.flatMap((c, a) => [c.q[off[a]] + c.o, c.r[off[a]] + 1]));
+    return e.op('Reshape', [w, e.int64s([0, 0, ...axes.map((c) => c.o)])]);
+  };
 }
 
 function checkOutput(e: Emitter, node: Node, g: Geometry): void {
@@ -196,14 +215,9 @@ registerGradient(['MaxPool'], [0], (e, node, [dY]) => {
   const g = staticGeometry(e, node);
   checkOutput(e, node, g);
   const axes = cellsOf(g);
-  // The input on the cell grid, padding (and the ceil-mode overhang) at float32's lowest value.
-  const grow = [0, 0, ...axes.map((c, a) => c.cells * c.s - g.spatial[a] - g.padBegin[a])];
-  const cropped = padOrCrop(e, x, [0, 0, ...g.padBegin.map(() => 0)], grow.map((v) => Math.min(v, 0)));
-  const padded = padConstant(e, cropped, [0, 0, ...g.padBegin], grow.map((v) => Math.max(v, 0)), LOWEST, dtype);
-  const xCells = toCells(e, axes, padded);
-  const yUnit = unitCells(e, axes, y);
-  let rest = unitCells(e, axes, dY!);
-  const r = axes.length;
+  // Padding (and the ceil-mode overhang) reads as float32's lowest value: it never is the max.
+  const read = windowReader(e, g, axes, x, LOWEST);
+  let rest = dY!;
   const toDtype = A.int('to', dataTypeToEnum(dtype));
 
   // Visit offsets in row-major window order; each takes the dY of the windows whose max it is first.
@@ -211,11 +225,9 @@ registerGradient(['MaxPool'], [0], (e, node, [dY]) => {
   for (const c of axes) offsets.splice(0, offsets.length, ...offsets.flatMap((p) => Array.from({ length: c.k }, (_, i) => [...p, i])));
   const parts = new Map<string, string>();
   offsets.forEach((off, j) => {
-    const window = sliceAxes(e, xCells, axes.flatMap((_, a) => [a, r + 2 + a]),
-      axes.flatMap((c, a) => [c.r[off[a]], c.q[off[a]]]), axes.flatMap((c, a) => [c.r[off[a]] + 1, c.q[off[a]] + c.o]));
     // window ≤ max everywhere, so 'equal' is 'not less' (Less has float kernels at every opset,
     // Equal from 11); a mask product is much faster than Where on ORT's CPU EP.
-    const isMax = e.op('Cast', [e.op('Not', [e.op('Less', [window, yUnit])])], [toDtype]);
+    const isMax = e.op('Cast', [e.op('Not', [e.op('Less', [read(off), y])])], [toDtype]);
     const taken = e.op('Mul', [rest, isMax]);
     if (j < offsets.length - 1) rest = e.op('Sub', [rest, taken]);
     parts.set(off.join(','), taken);
@@ -248,8 +260,7 @@ registerGradient(['AveragePool'], [0], (e, node, [dY]) => {
   const scaled = inverse.every((v) => v === inverse[0])
     ? e.scale(dY!, inverse[0], dtype)
     : e.op('Mul', [dY!, e.constant(inverse, dtype, g.out)]);
-  const unit = unitCells(e, axes, scaled);
-  const cells = col2im(e, axes, () => unit, true);
+  const cells = col2im(e, axes, () => scaled, true);
   return [cellsToInput(e, g, axes, cells)];
 });
 

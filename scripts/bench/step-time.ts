@@ -2,7 +2,6 @@
 // Usage: npx tsx scripts/bench/step-time.ts [--ep cpu|wasm|webgpu] [--batch 1000] [--steps 20] [--optimizer adam|sgd]
 // Prints one JSON object.
 import { parseArgs } from 'node:util';
-import { cpus } from 'node:os';
 import { buildTrainingGraph, encodeModel } from '../../graph-tools/index.js';
 import { loadBundledMnist } from '../../lib/data/node.js';
 import { batches } from '../../lib/data/index.js';
@@ -10,6 +9,7 @@ import { readModelFile } from '../../lib/io/files.js';
 import { adam, sgd } from '../../lib/optim/index.js';
 import { createBackend, type ExecutionProvider, type Tensor } from '../../lib/runtime/index.js';
 import { Trainer } from '../../lib/train/trainer.js';
+import { machine, median, timeRuns } from './common.js';
 
 const { values } = parseArgs({ options: {
   ep: { type: 'string', default: 'cpu' }, batch: { type: 'string', default: '1000' }, steps: { type: 'string', default: '20' },
@@ -26,13 +26,7 @@ const data = loadBundledMnist();
 const batch = batches(data, { batchSize, shuffle: false, seed: 0, epoch: 0 }).next().value!;
 const spec = { kind: 'bce-with-logits' as const, reduction: 'per-sample-sum' as const };
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-async function time(fn: () => Promise<unknown>): Promise<number[]> {
-  for (let i = 0; i < warmup; i++) await fn();
-  const out: number[] = [];
-  for (let i = 0; i < steps; i++) { const t = performance.now(); await fn(); out.push((performance.now() - t) / 1000); }
-  return out;
-}
+const time = (fn: () => Promise<unknown>) => timeRuns(fn, steps, warmup);
 
 // Floor: the training graph (loss + every parameter gradient), one session.run.
 const tg = buildTrainingGraph(model, { ...spec });
@@ -54,5 +48,5 @@ const params = [...tg.initialParameters.values()].reduce((n, v) => n + v.data.le
 console.log(JSON.stringify({
   bench: 'step-time', model: values.model, ep, batch: batchSize, optimizer: optimizer.name, parameters: params,
   floor_s: median(floor), step_s: median(step), ratio: median(step) / median(floor),
-  floor_samples: floor.length, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version },
+  floor_samples: floor.length, machine: machine(),
 }));

@@ -248,6 +248,52 @@ describe('autodiff: pooling backward rules', function () {
     });
   });
 
+  describe('the same training graphs on WASM and WebGPU', () => {
+    // Every op of these backward passes has a WebGPU kernel (checked by ORT's node placement when
+    // this was written); here the gradients must agree with CPU's.
+    const models: [string, (b: ModelBuilder) => string][] = [
+      ['MaxPool 3×3 stride 2 pads 1', (b) => b.node('MaxPool', [layer(b, 2, [5, 5]).x4], poolAttrs({ kernel: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }, false))],
+      ['MaxPool 1-D kernel 2 stride 3 (gaps)', (b) => b.node('MaxPool', [layer(b, 2, [8]).x4], poolAttrs({ kernel: [2], strides: [3] }, false))],
+      ['AveragePool 3×3 stride 2 pads 1 ceil_mode count_include_pad=1', (b) =>
+        b.node('AveragePool', [layer(b, 2, [6, 5]).x4], poolAttrs({ kernel: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1], ceilMode: true, countIncludePad: true }, true))],
+      ['GlobalMaxPool', (b) => b.node('GlobalMaxPool', [layer(b, 3, [3, 4]).x4])],
+      ['GlobalAveragePool', (b) => b.node('GlobalAveragePool', [layer(b, 3, [3, 4]).x4])],
+      ['Pad (crop and grow) → AveragePool', (b) => padAvg([0, 0, -1, 2, 0, 0, 0, -2], { kernel: [2, 2], strides: [2, 2] })(b, layer(b, 2, [5, 6]).x4)],
+      ['Concat of two layers along channels', (b) => {
+        const x = b.input('x', ['N', F], [N, F]);
+        const l = (c: number) => b.node('Reshape', [b.gemm(x, F, c * 9), b.int64('shape', [0, c, 3, 3])]);
+        return b.node('Concat', [l(2), l(1)], [A.int('axis', 1)]);
+      }],
+    ];
+    let wasm: Backend;
+    let webgpu: Backend | undefined;
+    before(async () => {
+      wasm = await createBackend('wasm');
+      try {
+        // Without an adapter (no Vulkan driver in Node) no WebGPU session can be created.
+        const b = new ModelBuilder(1);
+        const probe = await (await createBackend('webgpu')).createSession(encodeModel(b.model(b.node('Relu', [b.input('x', [1], [1])]))), { name: 'webgpu probe' });
+        await probe.release();
+        webgpu = await createBackend('webgpu');
+      } catch { webgpu = undefined; }
+    });
+    for (const [name, body] of models) {
+      it(name, async function () {
+        const b = new ModelBuilder(6000);
+        const model = b.model(body(b));
+        const out = [...(await inferValues(backend, model, b.data)).values()][0];
+        const opts = { kind: 'mse' as const, reduction: 'sum' as const, inputs: b.data, target: randomTarget({ kind: 'mse', reduction: 'sum' }, out.dims, new Rng(2)), dtype: 'float32' as const };
+        const onCpu = await computeGradients(backend, model, opts);
+        const others: [string, Backend | undefined][] = [['wasm', wasm], ['webgpu', webgpu]];
+        for (const [ep, be] of others) {
+          if (!be) { if (this.test) this.test.title += ' (WebGPU part skipped: no adapter; set VK_ICD_FILENAMES)'; continue; }
+          const r = await computeGradients(be, model, opts);
+          for (const [p, g] of onCpu.gradients) expect(relError(r.gradients.get(p)!, g), `${ep}: d/d ${p}`).to.be.below(1e-4);
+        }
+      });
+    }
+  });
+
   describe('shape rules and errors', () => {
     it('MaxPool/AveragePool output shapes match ORT over strides, pads, dilations, ceil_mode and auto_pad', async () => {
       const configs: PoolParams[] = [];
