@@ -71,6 +71,7 @@ export const MIN_OPSET = 9;
 export function prepareGraph(model: onnx.IModelProto, source = 'model'): { graph: Graph; report: LayerReport } {
   const graph = Graph.fromModel(model, source);
   if (graph.opset < MIN_OPSET) throw new GraphError(`${source}: ai.onnx opset ${graph.opset} is too old; kfqn needs opset ${MIN_OPSET} or newer (re-export the model)`);
+  dropUnusedOptionalOutputs(graph);
   const report = findLayers(graph);
   inferShapes(graph);
   return { graph, report };
@@ -144,6 +145,17 @@ export function buildEvaluationGraph(model: onnx.IModelProto, opts: TrainingGrap
     model: g.toModel(), initialParameters: lg.initialParameters, dataInputs: lg.dataInputs, target: lg.target, output: lg.output,
     outputs: { loss: LOSS_OUTPUT, correct },
   };
+}
+
+/**
+ * Removes MaxPool's Indices and Dropout's mask when nothing reads them: exporters often declare
+ * them, and the WebGPU EP cannot produce MaxPool's Indices.
+ */
+function dropUnusedOptionalOutputs(g: Graph): void {
+  const used = new Set([...g.nodes.flatMap((n) => n.inputs), ...g.outputs.map((o) => o.name)]);
+  for (const node of g.nodes) {
+    if ((node.opType === 'MaxPool' || node.opType === 'Dropout') && node.outputs[1] && !used.has(node.outputs[1])) node.outputs = [node.outputs[0]];
+  }
 }
 
 export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphOptions): TrainingGraph {

@@ -19,21 +19,29 @@ import { computeGradients, type GradientResult } from '../../../lib/train/gradie
 import { Trainer } from '../../../lib/train/trainer.js';
 import { tinyModel } from '../../helpers/cli.js';
 import { relError } from '../../helpers/train.js';
+import { A, ModelBuilder } from '../../helpers/models.js';
 
-const root = 'spec/fixtures/mlp';
-const FIXTURES = ['gemm_relu_ce', 'mlp_acts_mse', 'autoencoder_small'];
+// MLPs, and small CNNs (conv, pooling, frozen BatchNormalization, residual Add, Pad, Concat, Clip).
+const FIXTURES = ['mlp/gemm_relu_ce', 'mlp/mlp_acts_mse', 'mlp/autoencoder_small', 'cnn/conv_relu_pool_ce', 'cnn/conv_bn_unfolded', 'cnn/avgpool_variants', 'cnn/residual_block'];
+/**
+ * onnxruntime-node 1.30's WebGPU Conv computes wrong outputs for 6 input channels (measured on
+ * Mesa lavapipe: Conv 6→4, 2×2 and 3×3 kernels, off by up to 15; 2, 4, 5 and 8 channels agree;
+ * compare microsoft/onnxruntime#29651). avgpool_variants has such a Conv after its Concat.
+ */
+const UPSTREAM_WEBGPU_CONV_BUG = ['cnn/avgpool_variants'];
 /** Cross-EP float32 agreement, and CPU float32 against the float64 reference. */
 const TOL = 1e-4;
 
 interface Reference {
   loss: number; loss_kind: LossKind; reduction: Reduction; inputs: string[];
   gradients: Record<string, number[]>; preactivation_gradients: Record<string, number[]>;
+  batchnorm_gradients?: Record<string, number[]>;
 }
 
 interface Fixture { name: string; ref: Reference; model: ReturnType<typeof readModelFile>; inputs: Record<string, TensorData>; target: TensorData }
 
 function loadFixture(name: string): Fixture {
-  const dir = join(root, name);
+  const dir = join('spec/fixtures', name);
   const ref = JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8')) as Reference;
   return {
     name, ref, model: readModelFile(join(dir, 'model.onnx')),
@@ -138,7 +146,7 @@ describe('runtime backends: CPU, WASM and WebGPU agree in float32', function () 
         const ref = fx.ref;
         const toMap = (o: Record<string, number[]>) => new Map(Object.entries(o));
         expect(onCpu.dtype).to.equal('float32');
-        expectAgree(onCpu, { loss: ref.loss, gradients: toMap(ref.gradients), preactivationGradients: toMap(ref.preactivation_gradients) }, 'cpu vs reference');
+        expectAgree(onCpu, { loss: ref.loss, gradients: toMap({ ...ref.gradients, ...ref.batchnorm_gradients }), preactivationGradients: toMap(ref.preactivation_gradients) }, 'cpu vs reference');
       });
 
       it('WASM matches CPU', async () => {
@@ -146,10 +154,27 @@ describe('runtime backends: CPU, WASM and WebGPU agree in float32', function () 
       });
 
       it('WebGPU matches CPU', async function () {
-        expectAgree(await f32(needWebGpu(this), fx), onCpu, 'webgpu vs cpu');
+        const gpu = needWebGpu(this);
+        if (UPSTREAM_WEBGPU_CONV_BUG.includes(name)) {
+          // Upstream, not kfqn: the forward pass alone already disagrees. When ORT fixes its WebGPU
+          // Conv this assertion fails, and the fixture moves back to the plain agreement check.
+          expect(scalarErr((await f32(gpu, fx)).loss, onCpu.loss), 'the known ORT WebGPU Conv bug (C_in = 6) still shows').to.be.above(1e-3);
+          return;
+        }
+        expectAgree(await f32(gpu, fx), onCpu, 'webgpu vs cpu');
       });
     });
   }
+
+  it('WebGPU trains through a MaxPool whose unused Indices output the exporter declared', async function () {
+    const gpu = needWebGpu(this);
+    const b = new ModelBuilder(3);
+    const h = b.node('Reshape', [b.gemm(b.input('x', ['N', 4], [2, 4]), 4, 16), b.int64('shape', [0, 1, 4, 4])]);
+    const [pooled] = [b.node('MaxPool', [h], [A.ints('kernel_shape', [2, 2]), A.ints('strides', [2, 2])], ['pooled', 'indices'])];
+    const model = b.model(b.gemm(b.node('Flatten', [pooled]), 4, 2));
+    const run = (backend: Backend) => computeGradients(backend, model, { kind: 'mse', reduction: 'mean', inputs: b.data, target: { dtype: 'float32', dims: [2, 2], data: Float32Array.of(0.1, 0.2, 0.3, 0.4) }, dtype: 'float32' });
+    expectAgree(await run(gpu), await run(cpu), 'webgpu vs cpu');
+  });
 
   describe('one Adam step of the Trainer', () => {
     let fx: Fixture;
@@ -181,7 +206,7 @@ describe('runtime backends: CPU, WASM and WebGPU agree in float32', function () 
     }
 
     before(async () => {
-      fx = loadFixture('gemm_relu_ce');
+      fx = loadFixture('mlp/gemm_relu_ce');
       expected = await step(cpu);
       expect(expected.loss).to.be.closeTo(fx.ref.loss, 1e-5);
       // The step moved every weight by about lr (Adam's first step is ≈ lr·sign(g)).
