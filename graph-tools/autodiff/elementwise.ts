@@ -107,3 +107,8 @@ registerGradient(['Clip'], [0], (e, node, [dY]) => {
   const mask = inside.length === 2 ? e.op('And', inside) : inside[0];
   return [e.op('Where', [mask, dY!, e.constant(0, dtype)])];
 });
+
+registerGradient(['Sqrt'], [0], (e, node, [dY]) => [e.op('Div', [e.op('Mul', [dY!, e.constant(0.5, e.dtypeOf(node.inputs[0]))]), node.outputs[0]])]);
+
+// d(1/x) = −1/x² = −y².
+registerGradient(['Reciprocal'], [0], (e, node, [dY]) => [e.op('Neg', [e.op('Mul', [dY!, e.op('Mul', [node.outputs[0], node.outputs[0]])])])]);

@@ -9,6 +9,7 @@ import './pooling.js';
 import './tensor-ops.js';
 import './conv.js';
 import './normalization.js';
+import './reduce.js';
 
 export { supportedOps };
 

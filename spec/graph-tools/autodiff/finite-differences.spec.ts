@@ -214,6 +214,11 @@ add('BatchNormalization on [N,3,2,2] between layers', (b) => {
   return b.gemm(b.node('Flatten', [b.node('Tanh', [batchNorm(b, h, 3)])]), 12, 2);
 });
 
+// ---- reductions and the ops batch statistics are built from --------------------------------
+add('ReduceMean over axis 1, keepdims → Sub (centring)', (b) => { const h = layer(b); return b.gemm(b.node('Sub', [h, b.node('ReduceMean', [h], [A.ints('axes', [1])])]), 4, 2); });
+add('ReduceSum over axis 0 without keepdims (axes input)', (b) => b.node('Mul', [b.node('ReduceSum', [layer(b), b.int64('axes', [0])], [A.int('keepdims', 0)]), b.init('k', [4], 0.7)]));
+add('Sqrt and Reciprocal of a positive value', (b) => { const h = layer(b); return b.gemm(b.node('Reciprocal', [b.node('Sqrt', [b.node('Add', [b.node('Mul', [h, h]), b.init('one', [], [1])])])]), 4, 2); });
+
 // ---- a deeper mix and the other losses -------------------------------------------------------
 const mlp = (b: ModelBuilder) => b.gemm(b.node('Relu', [b.gemm(b.node('Tanh', [b.gemm(x2(b), 3, 5, { transB: true })]), 5, 4)]), 4, 3, { transB: true });
 const losses: LossSpec[] = [
