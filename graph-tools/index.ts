@@ -10,3 +10,4 @@ export { supportedOps } from './autodiff/index.js';
 export { toFloat64 } from './precision.js';
 export { withTrainedParameters } from './export.js';
 export { statName, type StatisticsRequest, type LayerStatistics } from './statistics.js';
+export { BATCHNORM_MODES, bufferOutputName, type BatchNormMode, type BufferUpdate } from './batchnorm.js';

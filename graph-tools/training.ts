@@ -7,6 +7,7 @@ import { A, Graph, GraphError, type ValueInfo } from './ir/graph.js';
 import { inferShapes } from './ir/shapes.js';
 import { findLayers, requireLayers, type LayerReport } from './layers.js';
 import { emitLoss, targetType, type LossSpec } from './losses.js';
+import { batchNormBuffers, bufferOutputName, type BatchNormMode, type BufferUpdate } from './batchnorm.js';
 import { emitLayerStatistics, statName, type LayerStatistics, type StatisticsRequest } from './statistics.js';
 import type { onnx, DataType, TensorData } from './onnx/index.js';
 
@@ -26,6 +27,8 @@ export interface Capture {
 export interface TrainingGraphOptions extends LossSpec {
   /** Which model output the loss applies to; default the first. */
   output?: string;
+  /** BatchNormalization: running statistics as constants (default), or batch statistics (batchnorm.ts). */
+  batchnorm?: BatchNormMode;
   capture?: Capture;
   source?: string;
 }
@@ -48,6 +51,9 @@ export interface TrainingGraph {
   report: LayerReport;
   /** Initial parameter values, Identity aliases already untied (findLayers). */
   initialParameters: Map<string, TensorData>;
+  /** BatchNormalization running statistics fed as inputs ('train' mode), with the outputs that update them. */
+  buffers: BufferUpdate[];
+  initialBuffers: Map<string, TensorData>;
   dataInputs: ValueInfo[];
   target: ValueInfo;
   output: ValueInfo;
@@ -80,6 +86,7 @@ export function prepareGraph(model: onnx.IModelProto, source = 'model'): { graph
 /** The shared start of training and evaluation graphs: parameters as inputs, target, loss. */
 interface LossGraph {
   g: Graph; e: Emitter; report: LayerReport; initialParameters: Map<string, TensorData>;
+  buffers: BufferUpdate[]; initialBuffers: Map<string, TensorData>;
   dataInputs: ValueInfo[]; target: ValueInfo; output: ValueInfo; loss: string; dOutput: string;
 }
 
@@ -88,13 +95,17 @@ function lossGraph(model: onnx.IModelProto, opts: TrainingGraphOptions, differen
   const { graph: g, report } = prepareGraph(model, source);
   requireLayers(report, source);
   const e = new Emitter(g);
+  // Train-mode BatchNormalization: running statistics become inputs; the training graph also
+  // normalises with batch statistics and outputs the updated running statistics.
+  const bn = opts.batchnorm === 'train' ? batchNormBuffers(g, e, report, differentiable) : { buffers: [], initial: new Map<string, TensorData>() };
+  if (bn.buffers.some((b) => b.output)) inferShapes(g);
 
   const output = opts.output ? g.outputs.find((o) => o.name === opts.output) : g.outputs[0];
   if (!output) throw new GraphError(`${source}: no graph output named '${opts.output}'; outputs: ${g.outputs.map((o) => o.name).join(', ')}`);
   if (differentiable) gradientPath(g, report.parameters, output.name); // unsupported ops fail here, before shapes are needed
   const outType = g.types.get(output.name) ?? output.type;
   if (!outType.shape) throw new GraphError(`${source}: the shape of output '${output.name}' is unknown`);
-  const dataInputs = [...g.inputs];
+  const dataInputs = g.inputs.filter((v) => !bn.initial.has(v.name));
   const target: ValueInfo = { name: TARGET_INPUT, type: targetType(opts, outType.dtype, outType.shape) };
   g.types.set(target.name, target.type);
 
@@ -105,10 +116,10 @@ function lossGraph(model: onnx.IModelProto, opts: TrainingGraphOptions, differen
     g.initializers.delete(p);
     return { name: p, type: { dtype: t.dtype, shape: t.dims } };
   });
-  g.inputs = [...dataInputs, target, ...paramInputs];
+  g.inputs = [...dataInputs, target, ...paramInputs, ...g.inputs.filter((v) => bn.initial.has(v.name))];
   const { loss, dOutput } = emitLoss(e, opts, output.name, target.name);
   g.outputs = [];
-  return { g, e, report, initialParameters, dataInputs, target, output: { name: output.name, type: outType }, loss, dOutput };
+  return { g, e, report, initialParameters, buffers: bn.buffers, initialBuffers: bn.initial, dataInputs, target, output: { name: output.name, type: outType }, loss, dOutput };
 }
 
 /** Adds an Identity to a public output name; only static shapes are declared (onnxruntime-web rejects a mismatch). */
@@ -120,6 +131,8 @@ function emitOutput(g: Graph, value: string, name: string, dtype: DataType, shap
 export interface EvaluationGraph {
   model: onnx.ModelProto;
   initialParameters: Map<string, TensorData>;
+  /** Running statistics fed as inputs (in 'train' BatchNormalization mode). */
+  buffers: BufferUpdate[];
   dataInputs: ValueInfo[];
   target: ValueInfo;
   output: ValueInfo;
@@ -142,7 +155,7 @@ export function buildEvaluationGraph(model: onnx.IModelProto, opts: TrainingGrap
     correct = CORRECT_OUTPUT;
   }
   return {
-    model: g.toModel(), initialParameters: lg.initialParameters, dataInputs: lg.dataInputs, target: lg.target, output: lg.output,
+    model: g.toModel(), initialParameters: lg.initialParameters, buffers: lg.buffers, dataInputs: lg.dataInputs, target: lg.target, output: lg.output,
     outputs: { loss: LOSS_OUTPUT, correct },
   };
 }
@@ -160,7 +173,7 @@ function dropUnusedOptionalOutputs(g: Graph): void {
 
 export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphOptions): TrainingGraph {
   const source = opts.source ?? 'model';
-  const { g, e, report, initialParameters, dataInputs, target, output, loss, dOutput } = lossGraph(model, opts, true);
+  const { g, e, report, initialParameters, buffers, initialBuffers, dataInputs, target, output, loss, dOutput } = lossGraph(model, opts, true);
   const outType = output.type;
   const grads = backward(g, e, report.parameters, output.name, dOutput);
 
@@ -171,6 +184,11 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
   };
   const emitOut = (value: string, name: string, dtype: DataType, shape?: number[]) => emitOutput(g, value, name, dtype, shape);
   emitOut(loss, LOSS_OUTPUT, outType.dtype, []);
+  const publicBuffers = buffers.map((b) => {
+    const t = initialBuffers.get(b.input)!;
+    emitOut(b.output!, bufferOutputName(b.input), t.dtype, t.dims);
+    return { input: b.input, output: bufferOutputName(b.input) };
+  });
   for (const p of capture.gradients ? report.parameters : []) {
     const t = initialParameters.get(p)!;
     const grad = grads.of(p) ?? e.constant(new Array(t.data.length).fill(0), t.dtype, t.dims);
@@ -217,7 +235,7 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
     }
   }
   return {
-    graph: g, emitter: e, report, initialParameters, dataInputs, target, output, outputs, grads,
+    graph: g, emitter: e, report, initialParameters, buffers: publicBuffers, initialBuffers, dataInputs, target, output, outputs, grads,
     toModel: () => g.toModel(),
   };
 }

@@ -45,7 +45,8 @@ const AUGMENT_HELP = `kfqn augment MODEL --loss cross-entropy|mse|bce-with-logit
   parameter; outputs 'kfqn:loss' and 'kfqn:grad:<parameter>'.
   --capture LIST   also output, per layer: activations, preactivations, preactivation-gradients
                    (comma-separated), as kfqn:act:<value>, kfqn:preact:<value>, kfqn:dpreact:<value>
-  --output NAME    the model output the loss applies to (default: the first)`;
+  --output NAME    the model output the loss applies to (default: the first)
+  --batchnorm frozen|train   running statistics as constants (default) or batch statistics`;
 
 export async function augment(args: string[]): Promise<void> {
   const { values, positionals } = parse(args, { ...lossOptions, out: { type: 'string', short: 'o' }, capture: { type: 'string' } }, 1);
@@ -72,6 +73,7 @@ const GRAD_HELP = `kfqn grad MODEL --loss cross-entropy|mse|bce-with-logits [--r
   FILE.pb: an ONNX TensorProto (onnx.numpy_helper.from_array(a).SerializeToString()).
   Targets: int64 class ids [N] for cross-entropy; the output's shape and dtype otherwise.
   Computes in float64 (the graph is widened) unless --float32 or an op has no float64 kernel.
+  --batchnorm frozen|train: BatchNormalization with running statistics (default) or batch statistics.
   Supported ops on the gradient path: ${supportedOps().join(', ')}.`;
 
 export async function grad(args: string[]): Promise<void> {

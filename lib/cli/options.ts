@@ -1,6 +1,6 @@
 // Parsing helpers shared by the commands (node:util parseArgs, no dependency needed).
 import { parseArgs } from 'node:util';
-import { LOSSES, REDUCTIONS, type LossKind, type Reduction } from '../../graph-tools/index.js';
+import { BATCHNORM_MODES, LOSSES, REDUCTIONS, type BatchNormMode, type LossKind, type Reduction } from '../../graph-tools/index.js';
 import { EXECUTION_PROVIDERS, type ExecutionProvider } from '../runtime/backend.js';
 import { UsageError } from './errors.js';
 
@@ -30,13 +30,14 @@ export function number(value: unknown, flag: string, opts: { integer?: boolean; 
   return n;
 }
 
-export const lossOptions: OptionSpec = { loss: { type: 'string' }, reduction: { type: 'string' }, output: { type: 'string' } };
+export const lossOptions: OptionSpec = { loss: { type: 'string' }, reduction: { type: 'string' }, output: { type: 'string' }, batchnorm: { type: 'string' } };
 
-export function lossFrom(values: Record<string, unknown>, dflt?: LossKind): { kind: LossKind; reduction: Reduction; output?: string } {
+export function lossFrom(values: Record<string, unknown>, dflt?: LossKind): { kind: LossKind; reduction: Reduction; output?: string; batchnorm: BatchNormMode } {
   return {
     kind: oneOf(values.loss, LOSSES, '--loss', dflt),
     reduction: oneOf(values.reduction, REDUCTIONS, '--reduction', 'mean'),
     output: values.output as string | undefined,
+    batchnorm: oneOf(values.batchnorm, BATCHNORM_MODES, '--batchnorm', 'frozen'),
   };
 }
 

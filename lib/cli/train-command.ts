@@ -32,6 +32,9 @@ Loss
   --loss cross-entropy|mse|bce-with-logits   (default cross-entropy for labels, mse for --target input)
   --reduction mean|sum|per-sample-sum     (default mean)
   --output NAME              the model output the loss applies to (default the first)
+  --batchnorm frozen|train   BatchNormalization: running statistics as constants, scale and bias
+                             trained (default; what an eval-mode export computes), or batch
+                             statistics with the running statistics updated and written by --out
 Optimizer
   --optimizer sgd|adam       (default adam)
   --lr X                     learning rate (sgd 0.01, adam 0.001)

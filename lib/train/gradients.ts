@@ -1,6 +1,6 @@
 // One forward/backward evaluation of a model: the loss, every parameter gradient and every
 // layer's pre-activation gradient (what `kfqn grad` prints).
-import { buildTrainingGraph, encodeModel, toFloat64, type LossSpec, type onnx, type TensorData } from '../../graph-tools/index.js';
+import { buildTrainingGraph, encodeModel, toFloat64, type BatchNormMode, type LossSpec, type onnx, type TensorData } from '../../graph-tools/index.js';
 import { RuntimeError, type Backend, type Tensor } from '../runtime/backend.js';
 import { InputError } from '../errors.js';
 import { checkTensor, toRuntime } from './feeds.js';
@@ -25,6 +25,8 @@ export interface GradientOptions extends LossSpec {
   dtype?: 'float32' | 'float64';
   output?: string;
   source?: string;
+  /** BatchNormalization with running statistics (default) or batch statistics. */
+  batchnorm?: BatchNormMode;
 }
 
 export async function computeGradients(backend: Backend, model: onnx.ModelProto, opts: GradientOptions): Promise<GradientResult> {
@@ -40,7 +42,7 @@ export async function computeGradients(backend: Backend, model: onnx.ModelProto,
 
 async function evaluate(backend: Backend, model: onnx.ModelProto, opts: GradientOptions, dtype: 'float32' | 'float64'): Promise<GradientResult> {
   const tg = buildTrainingGraph(model, {
-    kind: opts.kind, reduction: opts.reduction, output: opts.output, source: opts.source,
+    kind: opts.kind, reduction: opts.reduction, output: opts.output, source: opts.source, batchnorm: opts.batchnorm,
     capture: { preactivationGradients: true },
   });
   // The types the user's tensors must have, before the graph is widened to float64.
@@ -66,6 +68,7 @@ async function evaluate(backend: Backend, model: onnx.ModelProto, opts: Gradient
     const tt = declared.get(tg.target.name)!;
     feed(tg.target.name, opts.target, `the target (${opts.kind} expects ${tt.dtype} of shape [${tt.shape}])`);
     for (const [p, value] of tg.initialParameters) feed(p, value, `parameter '${p}'`);
+    for (const [b, value] of tg.initialBuffers) feed(b, value, `running statistic '${b}'`);
     const out = await session.run(feeds);
     const read = async (name: string) => Float64Array.from(await backend.read(out[name]) as Float32Array);
     const gradients = new Map<string, Float64Array>();

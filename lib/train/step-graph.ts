@@ -1,7 +1,7 @@
 // The fused step graph of an elementwise optimizer: training graph + parameter updates, so one
 // session.run takes (batch, parameters, state, scalars) and returns (loss, new parameters, new
 // state). Gradients stay inside ORT.
-import { buildTrainingGraph, type LossSpec, type onnx, type TrainingGraph, type ValueInfo } from '../../graph-tools/index.js';
+import { buildTrainingGraph, type onnx, type TrainingGraph, type TrainingGraphOptions, type ValueInfo } from '../../graph-tools/index.js';
 import type { ElementwiseOptimizer } from '../optim/optimizer.js';
 
 export const stepName = {
@@ -20,7 +20,7 @@ export interface StepGraph {
   model: onnx.ModelProto;
 }
 
-export function buildStepGraph(model: onnx.ModelProto, spec: LossSpec & { output?: string; source?: string }, optimizer: ElementwiseOptimizer): StepGraph {
+export function buildStepGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, optimizer: ElementwiseOptimizer): StepGraph {
   const tg = buildTrainingGraph(model, { ...spec, capture: { gradients: false } });
   const g = tg.graph;
   const e = tg.emitter;

@@ -1,6 +1,6 @@
 // The training loop: batches in, one fused step graph run per step, parameters kept as runtime
 // tensors, the user's own model out.
-import { buildEvaluationGraph, encodeModel, withTrainedParameters, type Dim, type EvaluationGraph, type LossSpec, type onnx, type TensorData } from '../../graph-tools/index.js';
+import { buildEvaluationGraph, encodeModel, withTrainedParameters, type BatchNormMode, type Dim, type EvaluationGraph, type LossSpec, type onnx, type TensorData } from '../../graph-tools/index.js';
 import { batches, type Batch, type Dataset } from '../data/index.js';
 import type { ElementwiseOptimizer } from '../optim/optimizer.js';
 import type { Backend, Session, Tensor, TensorArray } from '../runtime/backend.js';
@@ -16,6 +16,8 @@ export interface TrainerOptions extends LossSpec {
   /** The model output the loss applies to (default the first). */
   output?: string;
   source?: string;
+  /** BatchNormalization: running statistics as constants (default 'frozen'), or batch statistics ('train'). */
+  batchnorm?: BatchNormMode;
 }
 
 export interface StepInfo { step: number; epoch: number; loss: number; time: number; lr: number; skipped: boolean }
@@ -49,6 +51,8 @@ export class Trainer {
   /** Optimizer state tensors by step-graph input name, with the output that replaces each. */
   private state = new Map<string, Tensor>();
   private stateOutputs = new Map<string, string>();
+  /** BatchNormalization running statistics ('train' mode), by initializer name. */
+  private buffers = new Map<string, Tensor>();
   /** Steps attempted (what logs count) and updates applied (what the optimizer's step t counts). */
   private t = 0;
   private updates = 0;
@@ -71,10 +75,11 @@ export class Trainer {
         this.stateOutputs.set(stepName.state(p.name, s), stepName.newState(p.name, s));
       }
     }
+    for (const [name, t] of graph.training.initialBuffers) this.buffers.set(name, backend.tensor(t.dtype as 'float32', t.data as Float32Array, t.dims));
   }
 
   static async create(backend: Backend, model: onnx.ModelProto, options: TrainerOptions): Promise<Trainer> {
-    const graph = buildStepGraph(model, { kind: options.kind, reduction: options.reduction, output: options.output, source: options.source }, options.optimizer);
+    const graph = buildStepGraph(model, graphOptions(options), options.optimizer);
     const session = await backend.createSession(encodeModel(graph.model), { name: `training step graph of ${options.source ?? 'model'}` });
     return new Trainer(backend, model, graph, session, options);
   }
@@ -92,6 +97,7 @@ export class Trainer {
     const feeds: Record<string, Tensor> = { ...this.batchFeeds(batch) };
     for (const [k, v] of this.params) feeds[k] = v;
     for (const [k, v] of this.state) feeds[k] = v;
+    for (const [k, v] of this.buffers) feeds[k] = v;
     const scalars = opt.scalars(t, lr);
     const dtype = this.graph.parameters[0].type.dtype as 'float32';
     for (const s of this.graph.scalars) feeds[stepName.scalar(s)] = this.backend.tensor(dtype, (dtype === 'float32' ? Float32Array : Float64Array).of(scalars[s]), []);
@@ -107,6 +113,7 @@ export class Trainer {
       if (next) this.params.set(p, next);
     }
     for (const [input, output] of this.stateOutputs) if (out[output]) this.state.set(input, out[output]);
+    for (const b of this.graph.training.buffers) this.buffers.set(b.input, out[b.output!]);
     return { loss, skipped: false };
   }
 
@@ -133,9 +140,14 @@ export class Trainer {
   }
 
   /** Current parameter values, copied out of the runtime. */
-  async parameters(): Promise<Map<string, TensorData>> {
+  async parameters(): Promise<Map<string, TensorData>> { return this.read(this.params); }
+
+  /** Current BatchNormalization running statistics ('train' mode; empty otherwise). */
+  async runningStatistics(): Promise<Map<string, TensorData>> { return this.read(this.buffers); }
+
+  private async read(tensors: Map<string, Tensor>): Promise<Map<string, TensorData>> {
     const out = new Map<string, TensorData>();
-    for (const [name, t] of this.params) {
+    for (const [name, t] of tensors) {
       const data = await this.backend.read(t);
       out.set(name, { dtype: t.type as TensorData['dtype'], dims: [...t.dims], data: (data as TensorArray).slice() as TensorData['data'] });
     }
@@ -144,13 +156,14 @@ export class Trainer {
 
   /** The user's model with the trained weights in place, as ONNX bytes. */
   async exportModel(): Promise<Uint8Array> {
-    return encodeModel(withTrainedParameters(this.model, await this.parameters(), this.options.source));
+    const values = new Map([...await this.parameters(), ...await this.runningStatistics()]);
+    return encodeModel(withTrainedParameters(this.model, values, this.options.source));
   }
 
   /** Loss (and accuracy for classifiers) of the current parameters on a dataset, in file order. */
   async evaluate(data: Dataset, batchSize = 1000): Promise<Evaluation> {
     if (!this.evaluation) {
-      const graph = buildEvaluationGraph(this.model, { kind: this.options.kind, reduction: this.options.reduction, output: this.options.output, source: this.options.source });
+      const graph = buildEvaluationGraph(this.model, graphOptions(this.options));
       const session = await this.backend.createSession(encodeModel(graph.model), { name: `evaluation graph of ${this.options.source ?? 'model'}` });
       this.evaluation = { graph, session };
     }
@@ -159,6 +172,7 @@ export class Trainer {
     for (const batch of batches(data, { batchSize, shuffle: false, seed: 0, epoch: 0 })) {
       const feeds: Record<string, Tensor> = { ...this.batchFeeds(batch, graph) };
       for (const [k, v] of this.params) feeds[k] = v;
+      for (const [k, v] of this.buffers) feeds[k] = v;
       const out = await session.run(feeds);
       const batchLoss = Number((await this.backend.read(out[graph.outputs.loss]))[0]);
       // 'sum' adds up; 'mean' and 'per-sample-sum' average over samples, so weight by batch size.
@@ -195,6 +209,10 @@ export class Trainer {
     }
     return feeds;
   }
+}
+
+function graphOptions(o: TrainerOptions) {
+  return { kind: o.kind, reduction: o.reduction, output: o.output, source: o.source, batchnorm: o.batchnorm };
 }
 
 /** [batch, ...static sample dims], checking the sample size matches. */

@@ -1,6 +1,6 @@
 // Checks kfqn's parameter gradients (computeGradients, float64) against central finite
 // differences of the float64 training graph's loss, with every entry of every parameter perturbed.
-import { buildTrainingGraph, encodeModel, LOSS_OUTPUT, onnx, toFloat64, type LossSpec, type TensorData } from '../../graph-tools/index.js';
+import { buildTrainingGraph, encodeModel, LOSS_OUTPUT, onnx, toFloat64, type BatchNormMode, type LossSpec, type TensorData } from '../../graph-tools/index.js';
 import type { Backend, Tensor, TensorType } from '../../lib/runtime/backend.js';
 import { computeGradients, type GradientResult } from '../../lib/train/gradients.js';
 import { Rng, tensor } from './models.js';
@@ -17,6 +17,8 @@ export interface GradCase {
   seed?: number;
   /** Finite-difference step; default 1e-6. */
   h?: number;
+  /** BatchNormalization mode of the training graph (default frozen). */
+  batchnorm?: BatchNormMode;
 }
 
 export interface ParamCheck {
@@ -74,7 +76,7 @@ export function randomTarget(loss: LossSpec, outDims: number[], rng: Rng): Tenso
 }
 
 /** A float64 session of the training graph that outputs only the loss, for finite differences. */
-export async function lossEvaluator(backend: Backend, model: onnx.ModelProto, loss: LossSpec, inputs: Record<string, TensorData>, target: TensorData) {
+export async function lossEvaluator(backend: Backend, model: onnx.ModelProto, loss: LossSpec & { batchnorm?: BatchNormMode }, inputs: Record<string, TensorData>, target: TensorData) {
   const tg = buildTrainingGraph(model, { ...loss, capture: { gradients: false } });
   toFloat64(tg.graph);
   const session = await backend.createSession(encodeModel(tg.toModel()), { name: 'fd loss' });
@@ -82,6 +84,7 @@ export async function lossEvaluator(backend: Backend, model: onnx.ModelProto, lo
   const fixed: Record<string, Tensor> = {};
   for (const d of tg.dataInputs) fixed[d.name] = toRuntime(backend, widen(inputs[d.name]));
   fixed[tg.target.name] = toRuntime(backend, widen(target));
+  for (const [b, v] of tg.initialBuffers) fixed[b] = toRuntime(backend, widen(v));
   const params = new Map([...tg.initialParameters].map(([p, v]) => [p, widen(v)] as const));
   return {
     params,
@@ -96,7 +99,7 @@ export async function lossEvaluator(backend: Backend, model: onnx.ModelProto, lo
 }
 
 export async function gradCheck(backend: Backend, c: GradCase): Promise<GradCheckResult> {
-  const loss = c.loss ?? { kind: 'mse', reduction: 'sum' };
+  const loss = { ...(c.loss ?? { kind: 'mse', reduction: 'sum' } as LossSpec), batchnorm: c.batchnorm };
   const rng = new Rng(c.seed ?? 7);
   const values = await inferValues(backend, c.model, c.inputs, c.awayFromZero ?? []);
   const out = values.get(c.model.graph!.output![0].name!)!;

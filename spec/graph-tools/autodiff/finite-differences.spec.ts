@@ -213,6 +213,12 @@ add('BatchNormalization on [N,3,2,2] between layers', (b) => {
   const h = b.node('Reshape', [b.gemm(x2(b), 3, 12), b.int64('shape', [0, 3, 2, 2])]);
   return b.gemm(b.node('Flatten', [b.node('Tanh', [batchNorm(b, h, 3)])]), 12, 2);
 });
+// Batch statistics: the gradient flows through the batch mean and variance too.
+add('BatchNormalization with batch statistics (--batchnorm train) on [N,4]', (b) => b.gemm(batchNorm(b, layer(b), 4), 4, 2), { batchnorm: 'train' });
+add('BatchNormalization with batch statistics on [N,3,2,2] between layers', (b) => {
+  const h = b.node('Reshape', [b.gemm(x2(b), 3, 12), b.int64('shape', [0, 3, 2, 2])]);
+  return b.gemm(b.node('Flatten', [b.node('Tanh', [batchNorm(b, h, 3)])]), 12, 2);
+}, { batchnorm: 'train' });
 
 // ---- reductions and the ops batch statistics are built from --------------------------------
 add('ReduceMean over axis 1, keepdims → Sub (centring)', (b) => { const h = layer(b); return b.gemm(b.node('Sub', [h, b.node('ReduceMean', [h], [A.ints('axes', [1])])]), 4, 2); });

@@ -335,3 +335,44 @@ describe('Trainer.evaluate', () => {
     expect(ev.accuracy).to.equal(hits / 23);
   });
 });
+
+describe('Trainer with --batchnorm train', () => {
+  it('updates the running statistics once per step and writes them into the exported model', async () => {
+    const rng = new Rng(9);
+    const c = 2;
+    // x → 1×1 Conv with an identity kernel → BatchNormalization → Flatten → Gemm: BN sees x itself
+    // on the first step (the update uses the pre-step weights).
+    const model = buildModel({
+      inputs: [{ name: 'x', shape: ['N', c, 2, 2] }],
+      initializers: [
+        { name: 'W', dims: [c, c, 1, 1], values: [1, 0, 0, 1] }, { name: 's', dims: [c], values: [1, 1] }, { name: 'b', dims: [c], values: [0, 0] },
+        { name: 'rm', dims: [c], values: [0.5, -0.5] }, { name: 'rv', dims: [c], values: [1, 2] },
+        { name: 'F', dims: [3, 8], values: rng.array(24) },
+      ],
+      nodes: [
+        { op: 'Conv', inputs: ['x', 'W'], outputs: ['h'], attrs: [A.ints('kernel_shape', [1, 1])] },
+        { op: 'BatchNormalization', inputs: ['h', 's', 'b', 'rm', 'rv'], outputs: ['y'], attrs: [A.float('momentum', 0.9)] },
+        { op: 'Flatten', inputs: ['y'], outputs: ['f'] },
+        { op: 'Gemm', inputs: ['f', 'F'], outputs: ['logits'], attrs: [A.int('transB', 1)] },
+      ],
+      output: 'logits',
+    });
+    const x = Float32Array.from(rng.array(5 * c * 4, -1, 2));
+    const data = fromArrays('bn', x, [c, 2, 2], BigInt64Array.from([0n, 1n, 2n, 0n, 1n]), 3);
+    const trainer = await Trainer.create(await createBackend('cpu'), model, { ...CE, optimizer: sgd({ lr: 0.1 }), batchnorm: 'train' });
+    await trainer.fit(data, { batchSize: 5, steps: 1, shuffle: false });
+    const exported = decodeModel(await trainer.exportModel());
+    await trainer.dispose();
+    const init = (name: string) => Array.from(tensorFromProto(exported.graph!.initializer!.find((t) => t.name === name)!).data as Float32Array);
+    for (let ch = 0; ch < c; ch++) {
+      const vals: number[] = [];
+      for (let i = 0; i < 5; i++) for (let p = 0; p < 4; p++) vals.push(x[(i * c + ch) * 4 + p]);
+      const mean = vals.reduce((a, v) => a + v, 0) / vals.length;
+      const unbiased = vals.reduce((a, v) => a + (v - mean) ** 2, 0) / (vals.length - 1);
+      expect(init('rm')[ch]).to.be.closeTo(0.9 * [0.5, -0.5][ch] + 0.1 * mean, 1e-5);
+      expect(init('rv')[ch]).to.be.closeTo(0.9 * [1, 2][ch] + 0.1 * unbiased, 1e-5);
+    }
+    // The trainable scale moved; frozen mode would have left the running statistics alone.
+    expect(init('s')).not.to.deep.equal([1, 1]);
+  });
+});
