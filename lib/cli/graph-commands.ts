@@ -9,8 +9,9 @@ import { epFrom, lossFrom, lossOptions, parse, requireModel } from './options.js
 
 const INSPECT_HELP = `kfqn inspect MODEL [--json]
   Lists the trainable layers (name, kind, weight and bias initializers, input and pre-activation
-  values, Kronecker factor sizes), Identity-aliased parameters that were untied, and the
-  initializers left constant with the reason.`;
+  values, Kronecker factor sizes; per group for grouped convolutions), the BatchNormalization scales
+  and biases that train, Identity-aliased parameters that were untied, and the initializers left
+  constant with the reason.`;
 
 export async function inspect(args: string[]): Promise<void> {
   const { values, positionals } = parse(args, { json: { type: 'boolean' } }, 1);
@@ -28,7 +29,7 @@ export async function inspect(args: string[]): Promise<void> {
     model: path, opset: graph.opset,
     inputs: graph.inputs.map((i) => ({ name: i.name, dtype: i.type.dtype, shape: i.type.shape ?? null })),
     outputs: graph.outputs.map((o) => ({ name: o.name, dtype: o.type.dtype, shape: graph.types.get(o.name)?.shape ?? o.type.shape ?? null })),
-    layers, parameters: report.parameters, parameter_count: paramCount,
+    layers, batchnorm: report.normalizations, parameters: report.parameters, parameter_count: paramCount,
     untied: report.untied, constants: report.constants,
   };
   if (values.json) return void console.log(JSON.stringify(summary, null, 2));
@@ -36,6 +37,7 @@ export async function inspect(args: string[]): Promise<void> {
   for (const l of layers) {
     console.log(`  ${l.name} [${l.kind}] ${l.input} -> ${l.preactivation}  weight ${l.weight} (${l.weight_layout})${l.bias ? `, bias ${l.bias}` : ''}  A ${l.factors.A[0]}x${l.factors.A[1]}, G ${l.factors.G[0]}x${l.factors.G[1]}${l.groups > 1 ? ` per group, ${l.groups} groups` : ''}`);
   }
+  for (const n of report.normalizations) console.log(`  ${n.name} [batchnorm] scale ${n.scale}, bias ${n.bias} (trained; running statistics: --batchnorm frozen|train)`);
   for (const u of report.untied) console.log(`  untied: '${u.parameter}' was an Identity alias of '${u.source}' (node ${u.node}); it is trained as its own parameter`);
   for (const c of report.constants) console.log(`  constant: ${c.name}: ${c.reason}`);
 }
@@ -43,8 +45,12 @@ export async function inspect(args: string[]): Promise<void> {
 const AUGMENT_HELP = `kfqn augment MODEL --loss cross-entropy|mse|bce-with-logits [--reduction mean|sum|per-sample-sum] -o TRAIN.onnx
   Writes the training graph: inputs are the model's inputs, 'kfqn:target' and every trainable
   parameter; outputs 'kfqn:loss' and 'kfqn:grad:<parameter>'.
-  --capture LIST   also output, per layer: activations, preactivations, preactivation-gradients
-                   (comma-separated), as kfqn:act:<value>, kfqn:preact:<value>, kfqn:dpreact:<value>
+  --capture LIST   also output, per layer (comma-separated): activations, preactivations,
+                   preactivation-gradients, as kfqn:act:<value>, kfqn:preact:<value>, kfqn:dpreact:<value>;
+                   and Kronecker statistics, per layer and group, computed in the graph:
+                   a-factors  kfqn:A:<layer> = (1/M) ÃᵀÃ                [groups, d_a, d_a]
+                   means      kfqn:abar:<layer>, kfqn:hbar:<layer>, kfqn:gbar:<layer> (ā, h̄, mean of M·dL/dh)
+                   hessian-action  input kfqn:v:<layer> [groups, d_a] → kfqn:Av:<layer> = (1/M) Ãᵀ(Ã v)
   --output NAME    the model output the loss applies to (default: the first)
   --batchnorm frozen|train   running statistics as constants (default) or batch statistics`;
 
@@ -59,7 +65,10 @@ export async function augment(args: string[]): Promise<void> {
     if (c === 'activations') capture.activations = true;
     else if (c === 'preactivations') capture.preactivations = true;
     else if (c === 'preactivation-gradients') capture.preactivationGradients = true;
-    else throw new UsageError(`--capture takes activations, preactivations, preactivation-gradients; got '${c}'`);
+    else if (c === 'a-factors') capture.statistics = { ...capture.statistics, factors: true };
+    else if (c === 'means') capture.statistics = { ...capture.statistics, means: true };
+    else if (c === 'hessian-action') capture.statistics = { ...capture.statistics, hessianAction: true };
+    else throw new UsageError(`--capture takes activations, preactivations, preactivation-gradients, a-factors, means, hessian-action; got '${c}'`);
   }
   const tg = buildTrainingGraph(readModelFile(path), { ...lossFrom(values), capture, source: basename(path) });
   writeFileAtomic(out, encodeModel(tg.toModel()));

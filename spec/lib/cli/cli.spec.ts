@@ -179,6 +179,21 @@ describe('kfqn CLI', function () {
         await s.release();
       }
     });
+    it('--capture a-factors,means,hessian-action adds the Kronecker statistics and one v input per layer', async () => {
+      const out = join(tmp, 'train_stats.onnx');
+      const model = 'models/lenet5.onnx';
+      expectOk(await runCli(['augment', model, '--loss', 'cross-entropy', '--capture', 'a-factors,means,hessian-action', '-o', out]));
+      const layers = (JSON.parse((await runCli(['inspect', model, '--json'])).stdout) as { layers: { name: string; groups: number; factors: { A: number[] } }[] }).layers;
+      const s = await ort.InferenceSession.create(out);
+      try {
+        for (const l of layers) {
+          for (const k of ['A', 'abar', 'hbar', 'gbar', 'Av']) expect(s.outputNames, `kfqn:${k}:${l.name}`).to.include(`kfqn:${k}:${l.name}`);
+          expect(s.inputNames).to.include(`kfqn:v:${l.name}`);
+        }
+      } finally {
+        await s.release();
+      }
+    });
   });
 
   describe('train', () => {
