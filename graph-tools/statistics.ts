@@ -7,7 +7,7 @@
 //   h̄, ḡ   = means of h and of g = M·∂L/∂h  over batch and positions
 //   A·v    = (1/M) Ãᵀ(Ã v)                  for v fed as an input, without forming A
 import type { Gradients } from './autodiff/index.js';
-import { convKernelGradient } from './autodiff/conv.js';
+import { axisPads, convAttrs, convKernelGradient } from './autodiff/conv.js';
 import type { Emitter } from './ir/emitter.js';
 import { A, attr, GraphError, type Graph, type Node } from './ir/graph.js';
 import type { Layer } from './layers.js';
@@ -68,10 +68,10 @@ export function emitLayerStatistics(g: Graph, e: Emitter, layer: Layer, grads: G
     if (!req.factors) return out;
   }
   const rows = layer.kind === 'conv' ? convRows(e, layer, node) : linearRows(e, layer);
+  if (req.factors) out.a = perSample(gramWithOnes(e, layer, rows));
+  if (layer.kind === 'conv' || !(req.means || req.hessianAction)) return out;
   const withOnes = layer.bias ? appendOnes(e, rows, dtype) : rows;
   const rowsT = e.op('Transpose', [withOnes], [A.ints('perm', [0, 2, 1])]);
-  if (req.factors) out.a = perSample(e.op('MatMul', [rowsT, withOnes]));
-  if (layer.kind === 'conv') return out;
   if (req.means) out.abar = e.reduce('ReduceMean', withOnes, [1], false);
   if (req.hessianAction) {
     const av = perSample(e.op('MatMul', [rowsT, e.op('MatMul', [withOnes, e.unsqueeze(out.v!, [2])])]));
@@ -157,6 +157,50 @@ function linearRows(e: Emitter, layer: Layer): string {
  * so the patch order matches the weight's [C_out, C_in/group, k...] flattening.
  */
 function convRows(e: Emitter, layer: Layer, node: Node): string {
+  return gatheredRows(e, layer, node) ?? identityConvRows(e, layer, node);
+}
+
+/**
+ * Patches by indexing (no multiplications) when the spatial size is static: pad x, flatten its
+ * spatial axes, Gather every window's entries with precomputed indices [T, k], regroup.
+ */
+function gatheredRows(e: Emitter, layer: Layer, node: Node): string | undefined {
+  const xs = e.shapeOf(layer.input);
+  const spatial = xs.slice(2);
+  if (!spatial.every((d): d is number => typeof d === 'number') || typeof xs[1] !== 'number') return undefined;
+  const a = convAttrs(node, e.shapeOf(node.inputs[1]), (m) => { throw new GraphError(`node '${node.name}' (Conv): ${m}`); });
+  const pads = spatial.map((size, i) => axisPads(a, i, size)!);
+  const padded = spatial.map((size, i) => size + pads[i][0] + pads[i][1]);
+  const out = padded.map((p, i) => Math.floor((p - ((a.kernel[i] - 1) * a.dilations[i] + 1)) / a.strides[i]) + 1);
+  const r = spatial.length;
+  // Flat index into the padded spatial grid of output position t and kernel offset q.
+  const index: number[] = [];
+  const positions = out.reduce((x, y) => x * y, 1);
+  const offsets = a.kernel.reduce((x, y) => x * y, 1);
+  for (let t = 0; t < positions; t++) {
+    for (let q = 0; q < offsets; q++) {
+      let flat = 0; let restT = t; let restQ = q;
+      const pos: number[] = []; const off: number[] = [];
+      for (let i = r - 1; i >= 0; i--) { pos[i] = restT % out[i]; restT = Math.floor(restT / out[i]); off[i] = restQ % a.kernel[i]; restQ = Math.floor(restQ / a.kernel[i]); }
+      for (let i = 0; i < r; i++) flat = flat * padded[i] + pos[i] * a.strides[i] + off[i] * a.dilations[i];
+      index.push(flat);
+    }
+  }
+  const channels = xs[1];
+  const { groups, inFeatures: d } = layer;
+  const padAmounts = [0, 0, ...pads.map((p) => p[0]), 0, 0, ...pads.map((p) => p[1])];
+  const xPadded = padAmounts.every((p) => p === 0) ? layer.input
+    : e.opset >= 11 ? e.op('Pad', [layer.input, e.int64s(padAmounts)]) : e.op('Pad', [layer.input], [A.ints('pads', padAmounts)]);
+  const flatX = e.op('Reshape', [xPadded, e.int64s([0, channels, -1])]);
+  const windows = e.op('Gather', [flatX, e.constant(index, 'int64', [positions, offsets])], [A.int('axis', 2)]); // [N, C, T, k]
+  // [N, G, C/G, T, k] → [G, N, T, C/G, k] → [G, N·T, d]
+  const split = e.op('Reshape', [windows, e.int64s([0, groups, channels / groups, positions, offsets])]);
+  const moved = e.op('Transpose', [split], [A.ints('perm', [1, 0, 3, 2, 4])]);
+  return e.op('Reshape', [moved, e.int64s([groups, -1, d])]);
+}
+
+/** Patches from a Conv whose kernel is the identity on patch entries (any spatial size). */
+function identityConvRows(e: Emitter, layer: Layer, node: Node): string {
   const kernel = layer.kernel!;
   const k = kernel.reduce((a, b) => a * b, 1);
   const perGroupIn = layer.inFeatures / k;
@@ -170,6 +214,25 @@ function convRows(e: Emitter, layer: Layer, node: Node): string {
   const split = e.op('Reshape', [patches, e.int64s([0, groups, d, -1])]);
   const moved = e.op('Transpose', [split], [A.ints('perm', [1, 0, 3, 2])]);
   return e.op('Reshape', [moved, e.int64s([groups, -1, d])]);
+}
+
+/**
+ * ÃᵀÃ per group for Ã = [X | 1] without copying X into Ã: [[XᵀX, Xᵀ1], [1ᵀX, R]]. One group is a
+ * Gemm with transA (no transposed copy of the R × d rows).
+ */
+function gramWithOnes(e: Emitter, layer: Layer, rows: string): string {
+  const { groups, inFeatures: d } = layer;
+  const dtype = e.dtypeOf(layer.input);
+  const single = groups === 1 ? e.op('Reshape', [rows, e.int64s([-1, d])]) : undefined;
+  const gram = single ? e.unsqueeze(e.gemm(single, single, true, false), [0])
+    : e.op('MatMul', [e.op('Transpose', [rows], [A.ints('perm', [0, 2, 1])]), rows]);
+  if (!layer.bias) return gram;
+  const sums = e.reduce('ReduceSum', rows, [1], true); // [G, 1, d]
+  const count = e.op('Cast', [e.op('Gather', [e.op('Shape', [rows]), e.int64s([1])], [A.int('axis', 0)])], [A.int('to', dtype === 'float64' ? 11 : 1)]);
+  const corner = e.op('Expand', [e.op('Reshape', [count, e.int64s([1, 1, 1])]), e.int64s([groups, 1, 1])]);
+  const top = e.op('Concat', [gram, e.op('Transpose', [sums], [A.ints('perm', [0, 2, 1])])], [A.int('axis', 2)]);
+  const bottom = e.op('Concat', [sums, corner], [A.int('axis', 2)]);
+  return e.op('Concat', [top, bottom], [A.int('axis', 1)]);
 }
 
 /** Ã = [rows | 1]: a column of ones as wide as the rows are many. */
