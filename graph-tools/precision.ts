@@ -28,6 +28,9 @@ function decomposeFloat32Only(g: Graph): void {
     const [y] = node.outputs;
     const k = (v: number) => e.constant(v, 'float64');
     const positive = () => e.op('Greater', [x, k(0)]);
+    /** αx + β, from the node's attributes (HardSwish has none: α = 1/6, β = ½). */
+    const hardSigmoidArgument = (n: Node, alpha: number, beta: number, fixed = false) => e.op('Add', [
+      e.op('Mul', [x, k(fixed ? alpha : attrFloat(n, 'alpha', alpha))]), k(fixed ? beta : attrFloat(n, 'beta', beta))]);
     switch (node.opType) {
       case 'LeakyRelu':
         g.add('Where', [positive(), x, e.op('Mul', [x, k(attrFloat(node, 'alpha', 0.01))])], [], [y]);
@@ -37,6 +40,21 @@ function decomposeFloat32Only(g: Graph): void {
         break;
       case 'Softplus': // max(x,0) + log(1 + e^−|x|)
         g.add('Add', [e.op('Relu', [x]), e.op('Log', [e.op('Add', [k(1), e.op('Exp', [e.op('Neg', [e.op('Abs', [x])])])])])], [], [y]);
+        break;
+      case 'Selu': {
+        const gamma = attrFloat(node, 'gamma', 1.0507009873554805);
+        const negative = e.op('Mul', [k(gamma * attrFloat(node, 'alpha', 1.6732632423543772)), e.op('Sub', [e.op('Exp', [x]), k(1)])]);
+        g.add('Where', [positive(), e.op('Mul', [x, k(gamma)]), negative], [], [y]);
+        break;
+      }
+      case 'HardSigmoid':
+        g.add('Max', [e.op('Min', [hardSigmoidArgument(node, 0.2, 0.5), k(1)]), k(0)], [], [y]);
+        break;
+      case 'HardSwish':
+        g.add('Mul', [x, e.op('Max', [e.op('Min', [hardSigmoidArgument(node, 1 / 6, 0.5, true), k(1)]), k(0)])], [], [y]);
+        break;
+      case 'Softsign':
+        g.add('Div', [x, e.op('Add', [k(1), e.op('Abs', [x])])], [], [y]);
         break;
       default:
         g.nodes.push(node);

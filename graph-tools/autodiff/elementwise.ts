@@ -1,5 +1,5 @@
 // Broadcasting arithmetic and the activation functions.
-import { attrFloat, type Node } from '../ir/graph.js';
+import { A, attrFloat, type Node } from '../ir/graph.js';
 import type { Emitter } from '../ir/emitter.js';
 import { registerGradient } from './registry.js';
 
@@ -112,3 +112,64 @@ registerGradient(['Sqrt'], [0], (e, node, [dY]) => [e.op('Div', [e.op('Mul', [dY
 
 // d(1/x) = −1/x² = −y².
 registerGradient(['Reciprocal'], [0], (e, node, [dY]) => [e.op('Neg', [e.op('Mul', [dY!, e.op('Mul', [node.outputs[0], node.outputs[0]])])])]);
+
+// erf'(x) = 2/√π·e^(−x²): GELU exports as x·½·(1 + erf(x/√2)).
+registerGradient(['Erf'], [0], (e, node, [dY]) => {
+  const x = node.inputs[0];
+  const dtype = e.dtypeOf(x);
+  return [e.op('Mul', [dY!, e.op('Mul', [e.constant(2 / Math.sqrt(Math.PI), dtype), e.op('Exp', [e.op('Neg', [e.op('Mul', [x, x])])])])])];
+});
+
+registerGradient(['Abs'], [0], (e, node, [dY]) => [e.op('Mul', [dY!, e.op('Sign', [node.inputs[0]])])]);
+
+// x^p: d/dx = p·x^(p−1); d/dp = y·ln x (only where x > 0; exponents are almost always constants).
+registerGradient(['Pow'], [0, 1], (e, node, [dY], wanted) => {
+  const [x, p] = node.inputs;
+  const dtype = e.dtypeOf(x);
+  const dX = wanted[0]
+    ? e.unbroadcast(e.op('Mul', [dY!, e.op('Mul', [p, e.op('Pow', [x, e.op('Sub', [p, e.constant(1, dtype)])])])]), e.shapeOf(node.outputs[0]), e.shapeOf(x))
+    : undefined;
+  const dP = wanted[1]
+    ? e.unbroadcast(e.op('Mul', [dY!, e.op('Mul', [node.outputs[0], e.op('Log', [x])])]), e.shapeOf(node.outputs[0]), e.shapeOf(p))
+    : undefined;
+  return [dX, dP];
+});
+
+// selu(x) = γ·x (x > 0), γ·α·(eˣ − 1) otherwise: the derivative is γ, or y + γ·α.
+registerGradient(['Selu'], [0], (e, node, [dY]) => {
+  const x = node.inputs[0];
+  const dtype = e.dtypeOf(x);
+  const gamma = attrFloat(node, 'gamma', 1.0507009873554805);
+  const alpha = attrFloat(node, 'alpha', 1.6732632423543772);
+  const negative = e.op('Mul', [dY!, e.op('Add', [node.outputs[0], e.constant(gamma * alpha, dtype)])]);
+  return [byPositive(e, x, e.op('Mul', [dY!, e.constant(gamma, dtype)]), negative)];
+});
+
+/** Where(lo < t < hi) of the HardSigmoid argument t = αx + β: the slope region. */
+function hardSigmoidRegion(e: Emitter, x: string, alpha: number, beta: number): string {
+  const dtype = e.dtypeOf(x);
+  const t = e.op('Add', [e.op('Mul', [x, e.constant(alpha, dtype)]), e.constant(beta, dtype)]);
+  return e.op('And', [e.op('Greater', [t, e.constant(0, dtype)]), e.op('Less', [t, e.constant(1, dtype)])]);
+}
+
+registerGradient(['HardSigmoid'], [0], (e, node, [dY]) => {
+  const x = node.inputs[0];
+  const alpha = attrFloat(node, 'alpha', 0.2);
+  return [e.op('Where', [hardSigmoidRegion(e, x, alpha, attrFloat(node, 'beta', 0.5)), e.op('Mul', [dY!, e.constant(alpha, e.dtypeOf(x))]), e.constant(0, e.dtypeOf(x))])];
+});
+
+// hardswish(x) = x·hardsigmoid(x) with α = 1/6, β = ½: derivative hs(x) + x·α on the slope.
+registerGradient(['HardSwish'], [0], (e, node, [dY]) => {
+  const x = node.inputs[0];
+  const dtype = e.dtypeOf(x);
+  const hs = e.op('HardSigmoid', [x], [A.float('alpha', 1 / 6), A.float('beta', 0.5)]);
+  const slope = e.op('Where', [hardSigmoidRegion(e, x, 1 / 6, 0.5), e.op('Mul', [x, e.constant(1 / 6, dtype)]), e.constant(0, dtype)]);
+  return [e.op('Mul', [dY!, e.op('Add', [hs, slope])])];
+});
+
+// softsign(x) = x/(1 + |x|): derivative 1/(1 + |x|)².
+registerGradient(['Softsign'], [0], (e, node, [dY]) => {
+  const x = node.inputs[0];
+  const denom = e.op('Add', [e.constant(1, e.dtypeOf(x)), e.op('Abs', [x])]);
+  return [e.op('Div', [dY!, e.op('Mul', [denom, denom])])];
+});

@@ -131,9 +131,9 @@ function inferNode(g: Graph, node: Node, known: Map<string, Known>): void {
   const opset = g.opset;
   switch (node.opType) {
     case 'Identity': case 'Relu': case 'LeakyRelu': case 'Sigmoid': case 'Tanh': case 'Elu': case 'Softplus':
-    case 'Softmax': case 'LogSoftmax': case 'Neg': case 'Exp': case 'Log': case 'Abs': case 'Sqrt': case 'Reciprocal': case 'Clip':
+    case 'Softmax': case 'LogSoftmax': case 'Neg': case 'Exp': case 'Log': case 'Abs': case 'Sqrt': case 'Reciprocal': case 'Clip': case 'Sign':
     // Elementwise ops kfqn does not differentiate but lets stand off the gradient path.
-    case 'Erf': case 'Sin': case 'Cos': case 'Floor': case 'Ceil': case 'Round': case 'Sign':
+    case 'Erf': case 'Sin': case 'Cos': case 'Floor': case 'Ceil': case 'Round':
     case 'HardSigmoid': case 'HardSwish': case 'Selu': case 'Gelu': case 'Mish': case 'Softsign': case 'ThresholdedRelu': {
       set(0, inT(0));
       if (node.opType === 'Identity' && kv(0)) known.set(node.outputs[0], kv(0)!);

@@ -220,6 +220,17 @@ add('BatchNormalization with batch statistics on [N,3,2,2] between layers', (b) 
   return b.gemm(b.node('Flatten', [b.node('Tanh', [batchNorm(b, h, 3)])]), 12, 2);
 }, { batchnorm: 'train' });
 
+// ---- activations of newer exports (LayerNorm-era Pow, SELU, hard activations; Erf/GELU: gelu.spec) ---
+add('Abs', kinky('Abs'), { awayFromZero: ['gemm1'] });
+add('Pow with constant exponents 2 and 3', (b) => {
+  const h = layer(b);
+  return b.gemm(b.node('Add', [b.node('Pow', [h, b.init('two', [], [2])]), b.node('Pow', [h, b.init('three', [], [3])])]), 4, 2);
+});
+add('Selu', kinky('Selu'), { awayFromZero: ['gemm1'] });
+add('HardSigmoid alpha 0.4 (slope and both flat parts)', (b) => b.gemm(b.node('HardSigmoid', [b.node('Mul', [layer(b), b.init('k', [], [3])])], [A.float('alpha', 0.4)]), 4, 2));
+add('HardSwish', (b) => b.gemm(b.node('HardSwish', [b.node('Mul', [layer(b), b.init('k', [], [4])])]), 4, 2), { opset: 14 });
+add('Softsign', (b) => b.gemm(b.node('Softsign', [layer(b)]), 4, 2));
+
 // ---- reductions and the ops batch statistics are built from --------------------------------
 add('ReduceMean over axis 1, keepdims → Sub (centring)', (b) => { const h = layer(b); return b.gemm(b.node('Sub', [h, b.node('ReduceMean', [h], [A.ints('axes', [1])])]), 4, 2); });
 add('ReduceSum over axis 0 without keepdims (axes input)', (b) => b.node('Mul', [b.node('ReduceSum', [layer(b), b.int64('axes', [0])], [A.int('keepdims', 0)]), b.init('k', [4], 0.7)]));
