@@ -25,7 +25,7 @@ export function batchNormBuffers(g: Graph, e: Emitter, report: LayerReport, useB
   { buffers: BufferUpdate[]; initial: Map<string, TensorData> } {
   const buffers: BufferUpdate[] = [];
   const initial = new Map<string, TensorData>();
-  for (const n of report.normalizations) {
+  for (const n of report.normalizations.filter((x) => x.kind === 'batchnorm')) {
     const node = g.nodes.find((x) => x.name === n.name)!;
     const [, , , mean, variance] = node.inputs;
     for (const stat of [mean, variance]) {

@@ -36,8 +36,8 @@ export interface Layer {
 export interface ConstantInfo { name: string; reason: string }
 export interface UntiedAlias { parameter: string; source: string; node: string }
 
-/** A BatchNormalization whose scale and bias are trained (running statistics stay constant). */
-export interface Normalization { name: string; scale: string; bias: string }
+/** A BatchNormalization or LayerNormalization whose scale (and bias) train. */
+export interface Normalization { name: string; kind: 'batchnorm' | 'layernorm'; scale: string; bias?: string }
 
 export interface LayerReport {
   layers: Layer[];
@@ -133,10 +133,16 @@ export function findLayers(g: Graph): LayerReport {
   }
   const normalizations: Normalization[] = [];
   for (const node of g.nodes) {
+    if (node.opType === 'LayerNormalization') {
+      const scale = paramSource(node.inputs[1]);
+      const bias = node.inputs[2] ? paramSource(node.inputs[2]) : undefined;
+      if (scale) normalizations.push({ name: node.name, kind: 'layernorm', scale, bias });
+      continue;
+    }
     if (node.opType !== 'BatchNormalization') continue;
     const scale = paramSource(node.inputs[1]);
     const bias = paramSource(node.inputs[2]);
-    if (scale && bias) normalizations.push({ name: node.name, scale, bias });
+    if (scale && bias) normalizations.push({ name: node.name, kind: 'batchnorm', scale, bias });
     for (const stat of node.inputs.slice(3, 5)) if (stat) notLayer.set(stat, `running statistic of BatchNormalization '${node.name}' (frozen: used as a constant)`);
   }
   // Untie after matching, so that matching saw the original graph.
@@ -147,7 +153,7 @@ export function findLayers(g: Graph): LayerReport {
   for (const [name, t] of g.initializers) {
     if (parameters.includes(name)) continue;
     const reason = notLayer.get(name)
-      ?? (t.dtype !== 'float32' && t.dtype !== 'float64' ? `${t.dtype} tensor` : 'not the weight or bias of a Gemm, MatMul or Conv layer, nor a BatchNormalization scale or bias');
+      ?? (t.dtype !== 'float32' && t.dtype !== 'float64' ? `${t.dtype} tensor` : 'not the weight or bias of a Gemm, MatMul or Conv layer, nor a BatchNormalization or LayerNormalization scale or bias');
     constants.push({ name, reason });
   }
   return { layers, normalizations, parameters, constants, untied };

@@ -7,6 +7,7 @@ import { A, Graph, GraphError, type ValueInfo } from './ir/graph.js';
 import { inferShapes } from './ir/shapes.js';
 import { findLayers, requireLayers, type LayerReport } from './layers.js';
 import { emitLoss, targetType, type LossSpec } from './losses.js';
+import { decomposeLayerNorms } from './layernorm.js';
 import { batchNormBuffers, bufferOutputName, type BatchNormMode, type BufferUpdate } from './batchnorm.js';
 import { emitLayerStatistics, statName, type LayerStatistics, type StatisticsRequest } from './statistics.js';
 import type { onnx, DataType, TensorData } from './onnx/index.js';
@@ -98,7 +99,8 @@ function lossGraph(model: onnx.IModelProto, opts: TrainingGraphOptions, differen
   // Train-mode BatchNormalization: running statistics become inputs; the training graph also
   // normalises with batch statistics and outputs the updated running statistics.
   const bn = opts.batchnorm === 'train' ? batchNormBuffers(g, e, report, differentiable) : { buffers: [], initial: new Map<string, TensorData>() };
-  if (bn.buffers.some((b) => b.output)) inferShapes(g);
+  const rewritten = decomposeLayerNorms(g, e);
+  if (rewritten || bn.buffers.some((b) => b.output)) inferShapes(g);
 
   const output = opts.output ? g.outputs.find((o) => o.name === opts.output) : g.outputs[0];
   if (!output) throw new GraphError(`${source}: no graph output named '${opts.output}'; outputs: ${g.outputs.map((o) => o.name).join(', ')}`);

@@ -29,7 +29,7 @@ export async function inspect(args: string[]): Promise<void> {
     model: path, opset: graph.opset,
     inputs: graph.inputs.map((i) => ({ name: i.name, dtype: i.type.dtype, shape: i.type.shape ?? null })),
     outputs: graph.outputs.map((o) => ({ name: o.name, dtype: o.type.dtype, shape: graph.types.get(o.name)?.shape ?? o.type.shape ?? null })),
-    layers, batchnorm: report.normalizations, parameters: report.parameters, parameter_count: paramCount,
+    layers, normalizations: report.normalizations, parameters: report.parameters, parameter_count: paramCount,
     untied: report.untied, constants: report.constants,
   };
   if (values.json) return void console.log(JSON.stringify(summary, null, 2));
@@ -37,7 +37,9 @@ export async function inspect(args: string[]): Promise<void> {
   for (const l of layers) {
     console.log(`  ${l.name} [${l.kind}] ${l.input} -> ${l.preactivation}  weight ${l.weight} (${l.weight_layout})${l.bias ? `, bias ${l.bias}` : ''}  A ${l.factors.A[0]}x${l.factors.A[1]}, G ${l.factors.G[0]}x${l.factors.G[1]}${l.groups > 1 ? ` per group, ${l.groups} groups` : ''}`);
   }
-  for (const n of report.normalizations) console.log(`  ${n.name} [batchnorm] scale ${n.scale}, bias ${n.bias} (trained; running statistics: --batchnorm frozen|train)`);
+  for (const n of report.normalizations) {
+    console.log(`  ${n.name} [${n.kind}] scale ${n.scale}${n.bias ? `, bias ${n.bias}` : ''} (trained${n.kind === 'batchnorm' ? '; running statistics: --batchnorm frozen|train' : ''})`);
+  }
   for (const u of report.untied) console.log(`  untied: '${u.parameter}' was an Identity alias of '${u.source}' (node ${u.node}); it is trained as its own parameter`);
   for (const c of report.constants) console.log(`  constant: ${c.name}: ${c.reason}`);
 }

@@ -231,6 +231,13 @@ add('HardSigmoid alpha 0.4 (slope and both flat parts)', (b) => b.gemm(b.node('H
 add('HardSwish', (b) => b.gemm(b.node('HardSwish', [b.node('Mul', [layer(b), b.init('k', [], [4])])]), 4, 2), { opset: 14 });
 add('Softsign', (b) => b.gemm(b.node('Softsign', [layer(b)]), 4, 2));
 
+// ---- LayerNormalization (opset 17), rewritten to standard ops; scale and bias train -----------
+add('LayerNormalization over the last axis, scale and bias → Gemm', (b) => b.gemm(b.node('LayerNormalization', [layer(b), b.init('ln_scale', [4], 0.8), b.init('ln_bias', [4], 0.3)], [A.float('epsilon', 1e-3)]), 4, 2), { opset: 17 });
+add('LayerNormalization over axes 1.. of [N,2,4], no bias', (b) => {
+  const h = b.node('Reshape', [b.gemm(x2(b), 3, 8), b.int64('shape', [0, 2, 4])]);
+  return b.gemm(b.node('Flatten', [b.node('LayerNormalization', [h, b.init('ln_scale', [2, 4], 0.8)], [A.int('axis', 1)])]), 8, 2);
+}, { opset: 17 });
+
 // ---- reductions and the ops batch statistics are built from --------------------------------
 add('ReduceMean over axis 1, keepdims → Sub (centring)', (b) => { const h = layer(b); return b.gemm(b.node('Sub', [h, b.node('ReduceMean', [h], [A.ints('axes', [1])])]), 4, 2); });
 add('ReduceSum over axis 0 without keepdims (axes input)', (b) => b.node('Mul', [b.node('ReduceSum', [layer(b), b.int64('axes', [0])], [A.int('keepdims', 0)]), b.init('k', [4], 0.7)]));

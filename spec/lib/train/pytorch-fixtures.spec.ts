@@ -19,6 +19,8 @@ interface Reference {
   identity_aliases?: Record<string, string>; alias_gradients?: Record<string, number[]>;
   /** Frozen BatchNormalization scale and bias gradients (CNN fixtures with BN nodes kept). */
   batchnorm_gradients?: Record<string, number[]>;
+  /** LayerNormalization scale and bias gradients. */
+  normalization_gradients?: Record<string, number[]>;
 }
 
 for (const { root, min } of suites) describe(`gradients against PyTorch float64 fixtures (${root})`, () => {
@@ -36,7 +38,7 @@ for (const { root, min } of suites) describe(`gradients against PyTorch float64 
       expect(Math.abs(result.loss - ref.loss)).to.be.below(tol.loss * Math.max(1, Math.abs(ref.loss)));
       // An Identity-aliased parameter is untied, as PyTorch's own parameters are: each layer
       // gets its own share; the shared initializer keeps the rest.
-      const expected = { ...ref.gradients, ...ref.batchnorm_gradients };
+      const expected = { ...ref.gradients, ...ref.batchnorm_gradients, ...ref.normalization_gradients };
       for (const [alias, source] of Object.entries(ref.identity_aliases ?? {})) {
         const share = ref.alias_gradients![alias];
         expected[alias] = share;
