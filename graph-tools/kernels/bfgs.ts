@@ -136,6 +136,20 @@ export function emitPrecondition(e: Emitter, Hg: string, X: string, Ha: string):
   return e.op('MatMul', [e.op('MatMul', [Hg, X]), Ha]);
 }
 
+/**
+ * The A-side "Hessian-action" pair (§3.4): s = H_a·ā and y = A_λ·s = A·s + λ·s, so that BFGS on
+ * (s, y) moves H_a toward A_λ⁻¹ along ā, and sᵀy ≥ λ‖s‖². `A` is the [d, d] factor's value name,
+ * or a function emitting A·v for a [d] value v (to apply A as (1/M)·Ãᵀ(Ã v) without forming it).
+ */
+export function emitHessianActionPair(
+  e: Emitter, Ha: string, abar: string, A: string | ((v: string) => string), lambda: number, dtype?: DataType,
+): { s: string; y: string } {
+  const s = e.op('MatMul', [Ha, abar]);
+  const As = typeof A === 'string' ? e.op('MatMul', [A, s]) : A(s);
+  const y = lambda === 0 ? As : e.op('Add', [As, e.op('Mul', [s, e.constant(lambda, dtype ?? e.dtypeOf(Ha))])]);
+  return { s, y };
+}
+
 export interface KernelInput {
   name: string;
   dtype: DataType;
