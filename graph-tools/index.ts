@@ -11,5 +11,5 @@ export { toFloat64 } from './precision.js';
 export { withTrainedParameters } from './export.js';
 export { statName, type StatisticsRequest, type LayerStatistics } from './statistics.js';
 export { BATCHNORM_MODES, bufferOutputName, type BatchNormMode, type BufferUpdate } from './batchnorm.js';
-export { emitBfgsInverseUpdate, emitDoubleDamping, emitPrecondition, emitHessianActionPair, kernelModel } from './kernels/bfgs.js';
+export { emitBfgsInverseUpdate, emitDoubleDamping, emitPrecondition, emitHessianActionPair, emitRegularizedInverse, kernelModel } from './kernels/bfgs.js';
 export { emitLbfgsApply, emitLbfgsPush, emitLbfgsGamma, emptyLbfgsState } from './kernels/lbfgs.js';

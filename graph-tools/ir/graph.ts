@@ -106,6 +106,14 @@ export class Graph {
     return name;
   }
 
+  /** Appends a node of another operator domain (com.microsoft, ...), importing that domain. */
+  addInDomain(domain: string, version: number, opType: string, inputs: string[], attrs: onnx.IAttributeProto[] = [], hint?: string): string {
+    if (!this.otherOpsets.some((o) => o.domain === domain)) this.otherOpsets.push({ domain, version });
+    const [out] = this.add(opType, inputs, attrs, 1, hint);
+    this.nodes[this.nodes.length - 1].domain = domain;
+    return out;
+  }
+
   producers(): Map<string, Node> {
     const m = new Map<string, Node>();
     for (const n of this.nodes) for (const o of n.outputs) if (o) m.set(o, n);

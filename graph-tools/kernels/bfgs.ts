@@ -201,3 +201,14 @@ function transpose(e: Emitter, m: string): string {
 function allFinite(e: Emitter, m: string, dtype: DataType): string {
   return e.op('Less', [e.reduce('ReduceSum', e.op('Sub', [m, m]), null, false), e.constant(1, dtype)]);
 }
+
+/**
+ * (A + λI)⁻¹ for a symmetric positive-definite A [d,d] (or [G,d,d]): the one cubic operation of
+ * K-BFGS, at initialisation (H_a⁰, ALGORITHMS.md §3.3). ONNX has no standard inverse, so this uses
+ * ONNX Runtime's com.microsoft Inverse (CPU and WASM; WebGPU runs it on the CPU).
+ */
+export function emitRegularizedInverse(e: Emitter, A: string, lambda: number, d: number, dtype?: DataType): string {
+  const t = dtype ?? e.dtypeOf(A);
+  const eye = e.constant(Array.from({ length: d * d }, (_, k) => (k % (d + 1) === 0 ? lambda : 0)), t, [d, d]);
+  return e.g.addInDomain('com.microsoft', 1, 'Inverse', [e.op('Add', [A, eye])]);
+}

@@ -4,7 +4,7 @@
 import { expect } from 'chai';
 import { encodeModel, type DataType } from '../../../graph-tools/index.js';
 import { Emitter } from '../../../graph-tools/ir/emitter.js';
-import { emitBfgsInverseUpdate, emitDoubleDamping, emitHessianActionPair, emitPrecondition, kernelModel, type DoubleDampingOptions } from '../../../graph-tools/kernels/bfgs.js';
+import { emitBfgsInverseUpdate, emitDoubleDamping, emitHessianActionPair, emitPrecondition, emitRegularizedInverse, kernelModel, type DoubleDampingOptions } from '../../../graph-tools/kernels/bfgs.js';
 import { createBackend } from '../../../lib/runtime/index.js';
 import type { Backend } from '../../../lib/runtime/backend.js';
 import {
@@ -344,4 +344,19 @@ describe('graph-tools/kernels/bfgs', function () {
       }
     });
   });
+});
+
+describe('graph-tools/kernels: regularised inverse (H_a⁰)', () => {
+  before(async () => { backend ??= await createBackend('cpu'); });
+  for (const dtype of ['float64', 'float32'] as const) {
+    it(`(A + λI)·result = I for a random SPD A, ${dtype}`, async () => {
+      const d = 7;
+      const A = randomSpd(d, 5);
+      const out = await runKernel(dtype, [{ name: 'A', shape: [d, d], data: A.data }], (e, a) => ({ inv: emitRegularizedInverse(e, a, 0.3, d, dtype) }));
+      const regularised = mat(d, d, A.data.map((v, k) => (k % (d + 1) === 0 ? v + 0.3 : v)));
+      const product = matmul(regularised, mat(d, d, out.inv));
+      const identityError = Math.max(...Array.from(product.data, (v, k) => Math.abs(v - (k % (d + 1) === 0 ? 1 : 0))));
+      expect(identityError).to.be.below(dtype === 'float64' ? 1e-10 : 1e-4);
+    });
+  }
 });
