@@ -1,6 +1,6 @@
 // graph-tools: ONNX in, ONNX out. No runtime, no Node built-ins.
 export * from './onnx/index.js';
-export { Graph, GraphError, type Dim, type ValueType, type ValueInfo, type Node } from './ir/graph.js';
+export { A, Graph, GraphError, type Dim, type ValueType, type ValueInfo, type Node } from './ir/graph.js';
 export { Emitter } from './ir/emitter.js';
 export { inferShapes } from './ir/shapes.js';
 export { findLayers, requireLayers, type Layer, type LayerReport, type LayerKind } from './layers.js';

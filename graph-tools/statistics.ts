@@ -19,6 +19,11 @@ export interface StatisticsRequest {
   means?: boolean;
   /** (1/M) Ãᵀ(Ã v) [groups, d_a] for an input v [groups, d_a]. */
   hessianAction?: boolean;
+  /**
+   * Whether ḡ is the mean of M·∂L/∂h (the per-sample gradient of a mean-reduced loss; default) or
+   * of ∂L/∂h as is (a sum-reduced loss already is per sample; ALGORITHMS.md §1.1).
+   */
+  perSampleGradient?: 'times-batch' | 'as-is';
 }
 
 /** Graph value names of one layer's statistics (inputs for v, outputs for the rest). */
@@ -56,7 +61,8 @@ export function emitLayerStatistics(g: Graph, e: Emitter, layer: Layer, grads: G
     out.hbar = e.reduce('ReduceMean', h, axes, false);
     const dh = grads.of(h);
     if (!dh) throw new GraphError(`layer '${layer.name}' does not reach the loss`);
-    out.gbar = e.op('Mul', [e.reduce('ReduceMean', dh, axes, false), batch]);
+    const meanDh = e.reduce('ReduceMean', dh, axes, false);
+    out.gbar = req.perSampleGradient === 'as-is' ? meanDh : e.op('Mul', [meanDh, batch]);
   }
   if (req.hessianAction) out.v = statName.v(layer.name);
   // A convolution's means and Hessian action come from two small convolutions each; only the

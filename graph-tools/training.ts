@@ -215,7 +215,9 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
       outputs.preactivationGradients.set(h, outName.preactivationGrad(h));
     }
     if (capture.statistics) {
-      const values = emitLayerStatistics(g, e, layer, grads, capture.statistics);
+      // g = M·∂L/∂h for mean-type reductions; a sum-reduced loss's ∂L/∂h already is per sample.
+      const request = { perSampleGradient: opts.reduction === 'sum' ? 'as-is' as const : 'times-batch' as const, ...capture.statistics };
+      const values = emitLayerStatistics(g, e, layer, grads, request);
       const names: LayerStatistics = {};
       const { groups, factors } = layer;
       const dtype = typeOf(layer.input).dtype;

@@ -6,6 +6,7 @@ import { limit, split, type Dataset } from '../data/index.js';
 import { readModelFile, writeFileAtomic } from '../io/files.js';
 import { DEFAULT_MODEL, packageRoot } from '../io/package-root.js';
 import { adam, sgd } from '../optim/index.js';
+import { kbfgs, kbfgsL } from '../optim/kbfgs.js';
 import { createBackend } from '../runtime/node.js';
 import { Trainer, type StepInfo } from '../train/trainer.js';
 import { Progress } from './progress.js';
@@ -36,12 +37,17 @@ Loss
                              trained (default; what an eval-mode export computes), or batch
                              statistics with the running statistics updated and written by --out
 Optimizer
-  --optimizer sgd|adam       (default adam)
-  --lr X                     learning rate (sgd 0.01, adam 0.001)
+  --optimizer sgd|adam|kbfgs|kbfgs-l   (default adam)
+  --lr X                     learning rate (sgd 0.01, adam 0.001, kbfgs 0.3)
   --momentum X               sgd momentum (default 0)  --nesterov
   --beta1 X --beta2 X --eps X                           adam (0.9, 0.999, 1e-8)
-  --weight-decay X           L2 added to the gradient (default 0)
+  --weight-decay X           L2 added to the gradient (default 0; kbfgs 1e-5)
   --decoupled-weight-decay   decoupled decay instead (AdamW, SGDW)
+  --damping X                kbfgs: λ; λ_A = √λ is added to A, μ2 = √λ (default 0.3)
+  --history N                kbfgs-l: L-BFGS memory p (default 100)
+  --stat-decay X             kbfgs: EMA decay of A (default 0.9)
+  --damping-mode neurips|lm  kbfgs: the second damping step (default neurips)
+  --no-warm-start            kbfgs: A from the first batch instead of a pass over the data
 Runtime and output
   --ep cpu|wasm|webgpu|cuda  execution provider (default cpu)
   --log FILE.jsonl           one JSON line per step: {"step","epoch","loss","time","lr"}, and per
@@ -57,6 +63,7 @@ export async function train(args: string[]): Promise<void> {
     optimizer: { type: 'string' }, lr: { type: 'string' }, momentum: { type: 'string' }, nesterov: { type: 'boolean' },
     beta1: { type: 'string' }, beta2: { type: 'string' }, eps: { type: 'string' },
     'weight-decay': { type: 'string' }, 'decoupled-weight-decay': { type: 'boolean' },
+    damping: { type: 'string' }, history: { type: 'string' }, 'stat-decay': { type: 'string' }, 'damping-mode': { type: 'string' }, 'no-warm-start': { type: 'boolean' },
     ep: { type: 'string' }, log: { type: 'string' }, out: { type: 'string', short: 'o' }, quiet: { type: 'boolean' },
   }, 1);
   if (values.help) return void console.log(HELP);
@@ -67,13 +74,8 @@ export async function train(args: string[]): Promise<void> {
   const loss = lossFrom(values, isDefault ? 'bce-with-logits' : targetKind === 'label' ? 'cross-entropy' : 'mse');
   if (isDefault && values.reduction === undefined) loss.reduction = 'per-sample-sum';
 
-  const name = oneOf(values.optimizer, ['sgd', 'adam'] as const, '--optimizer', 'adam');
-  const common = { lr: number(values.lr, '--lr', { min: 0 }), weightDecay: number(values['weight-decay'], '--weight-decay', { min: 0 }), decoupledWeightDecay: values['decoupled-weight-decay'] === true };
-  const optimizer = name === 'sgd'
-    ? sgd({ ...defined(common), ...defined({ momentum: number(values.momentum, '--momentum', { min: 0 }), nesterov: values.nesterov === true }) })
-    : adam({ ...defined(common), ...defined({ beta1: number(values.beta1, '--beta1'), beta2: number(values.beta2, '--beta2'), eps: number(values.eps, '--eps', { min: 0 }) }) });
-  if (name === 'adam' && (values.momentum !== undefined || values.nesterov)) throw new UsageError('--momentum and --nesterov are SGD options; Adam uses --beta1');
-
+  const name = oneOf(values.optimizer, ['sgd', 'adam', 'kbfgs', 'kbfgs-l'] as const, '--optimizer', 'adam');
+  const optimizer = makeOptimizer(name, values);
   let data = loadDataSpec((values.data as string | undefined) ?? 'mnist', 'train');
   const lim = number(values.limit, '--limit', { integer: true, min: 1 });
   if (lim) data = limit(data, lim);
@@ -104,7 +106,10 @@ export async function train(args: string[]): Promise<void> {
     const result = await trainer.fit(data, {
       batchSize, epochs, steps, evaluationData, shuffle: values['no-shuffle'] !== true, seed: number(values.seed, '--seed', { integer: true }) ?? 0,
       onStep: (s: StepInfo) => {
-        if (values.log) writeLog(`${JSON.stringify({ step: s.step, epoch: s.epoch, loss: s.loss, time: s.time, lr: s.lr })}\n`);
+        if (values.log) {
+          const extra = s.powellDamped !== undefined ? { powell_damped: s.powellDamped, skipped_updates: s.skippedUpdates } : {};
+          writeLog(`${JSON.stringify({ step: s.step, epoch: s.epoch, loss: s.loss, time: s.time, lr: s.lr, ...extra })}\n`);
+        }
         progress?.update(s, totalSteps, batchSize);
       },
       onEpoch: (e) => {
@@ -126,6 +131,30 @@ export async function train(args: string[]): Promise<void> {
     await new Promise<void>((resolve) => (log ? log.end(() => resolve()) : resolve()));
     await trainer.dispose();
   }
+}
+
+function makeOptimizer(name: 'sgd' | 'adam' | 'kbfgs' | 'kbfgs-l', values: Record<string, unknown>) {
+  const only = (flags: string[], who: string) => {
+    for (const f of flags) if (values[f] !== undefined) throw new UsageError(`--${f} is not an option of ${name} (it is for ${who})`);
+  };
+  const lr = number(values.lr, '--lr', { min: 0 });
+  const weightDecay = number(values['weight-decay'], '--weight-decay', { min: 0 });
+  if (name === 'kbfgs' || name === 'kbfgs-l') {
+    only(['nesterov', 'beta1', 'beta2', 'eps', 'decoupled-weight-decay'], 'sgd/adam');
+    if (name === 'kbfgs') only(['history'], 'kbfgs-l');
+    const o = defined({
+      lr, weightDecay, damping: number(values.damping, '--damping', { min: 0 }), momentum: number(values.momentum, '--momentum', { min: 0 }),
+      statDecay: number(values['stat-decay'], '--stat-decay', { min: 0 }),
+      dampingMode: values['damping-mode'] === undefined ? undefined : oneOf(values['damping-mode'], ['neurips', 'lm'] as const, '--damping-mode'),
+    });
+    const warmStart = values['no-warm-start'] !== true;
+    return name === 'kbfgs' ? kbfgs({ ...o, warmStart }) : kbfgsL({ ...o, warmStart, ...defined({ history: number(values.history, '--history', { integer: true, min: 1 }) }) });
+  }
+  only(['damping', 'history', 'stat-decay', 'damping-mode', 'no-warm-start'], 'kbfgs');
+  const common = defined({ lr, weightDecay, decoupledWeightDecay: values['decoupled-weight-decay'] === true });
+  if (name === 'sgd') return sgd({ ...common, ...defined({ momentum: number(values.momentum, '--momentum', { min: 0 }), nesterov: values.nesterov === true }) });
+  only(['momentum', 'nesterov'], 'sgd (Adam uses --beta1)');
+  return adam({ ...common, ...defined({ beta1: number(values.beta1, '--beta1'), beta2: number(values.beta2, '--beta2'), eps: number(values.eps, '--eps', { min: 0 }) }) });
 }
 
 function defined<T extends Record<string, unknown>>(o: T): Partial<T> {

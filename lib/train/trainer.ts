@@ -1,16 +1,18 @@
 // The training loop: batches in, one fused step graph run per step, parameters kept as runtime
 // tensors, the user's own model out.
-import { buildEvaluationGraph, encodeModel, withTrainedParameters, type BatchNormMode, type Dim, type EvaluationGraph, type LossSpec, type onnx, type TensorData } from '../../graph-tools/index.js';
+import { buildEvaluationGraph, encodeModel, withTrainedParameters, type BatchNormMode, type TrainingGraph, type Dim, type EvaluationGraph, type LossSpec, type onnx, type TensorData } from '../../graph-tools/index.js';
 import { batches, type Batch, type Dataset } from '../data/index.js';
 import type { ElementwiseOptimizer } from '../optim/optimizer.js';
+import type { KroneckerOptimizer } from '../optim/kbfgs.js';
+import { ElementwiseEngine, type EngineStep } from './elementwise-engine.js';
+import { KroneckerEngine } from './kronecker-engine.js';
 import type { Backend, Session, Tensor, TensorArray } from '../runtime/backend.js';
 import { InputError } from '../errors.js';
-import { buildStepGraph, stepName, type StepGraph } from './step-graph.js';
 
 export type TargetKind = 'label' | 'input';
 
 export interface TrainerOptions extends LossSpec {
-  optimizer: ElementwiseOptimizer;
+  optimizer: ElementwiseOptimizer | KroneckerOptimizer;
   /** 'label': the dataset's class labels; 'input': the input itself (autoencoders). */
   target?: TargetKind;
   /** The model output the loss applies to (default the first). */
@@ -20,7 +22,12 @@ export interface TrainerOptions extends LossSpec {
   batchnorm?: BatchNormMode;
 }
 
-export interface StepInfo { step: number; epoch: number; loss: number; time: number; lr: number; skipped: boolean }
+export interface StepInfo {
+  step: number; epoch: number; loss: number; time: number; lr: number; skipped: boolean;
+  /** Quasi-Newton methods: the share of layers whose G-side pair was Powell-damped, and whose update was skipped. */
+  powellDamped?: number;
+  skippedUpdates?: number;
+}
 export interface Evaluation {
   /** The loss over the whole evaluation set, with the training reduction (a sum for 'sum'). */
   loss: number;
@@ -46,81 +53,77 @@ export interface FitOptions {
 
 export interface FitResult { steps: number; epochs: number; skippedSteps: number; finalLoss: number; seconds: number }
 
+/** What the Trainer needs of an optimizer's driver (elementwise-engine.ts, kronecker-engine.ts). */
+interface Engine {
+  params: Map<string, Tensor>;
+  buffers: Map<string, Tensor>;
+  readonly training: Pick<TrainingGraph, 'dataInputs' | 'target' | 'output'>;
+  step(data: Record<string, Tensor>, t: number): Promise<EngineStep>;
+  release(): Promise<void>;
+}
+
 export class Trainer {
-  private params = new Map<string, Tensor>();
-  /** Optimizer state tensors by step-graph input name, with the output that replaces each. */
-  private state = new Map<string, Tensor>();
-  private stateOutputs = new Map<string, string>();
-  /** BatchNormalization running statistics ('train' mode), by initializer name. */
-  private buffers = new Map<string, Tensor>();
   /** Steps attempted (what logs count) and updates applied (what the optimizer's step t counts). */
   private t = 0;
   private updates = 0;
   private skipped = 0;
+  private last?: EngineStep;
   private evaluation?: { graph: EvaluationGraph; session: Session };
 
   private constructor(
     readonly backend: Backend,
     private readonly model: onnx.ModelProto,
-    private readonly graph: StepGraph,
-    private readonly session: Session,
+    private readonly engine: Engine,
     private readonly options: TrainerOptions,
-  ) {
-    for (const p of graph.parameters) {
-      const init = graph.training.initialParameters.get(p.name)!;
-      this.params.set(p.name, backend.tensor(init.dtype as 'float32', init.data as Float32Array, init.dims));
-      if (!graph.updated.includes(p.name)) continue;
-      for (const s of options.optimizer.stateNames) {
-        this.state.set(stepName.state(p.name, s), backend.tensor(init.dtype as 'float32', new (init.data.constructor as Float32ArrayConstructor)(init.data.length), init.dims));
-        this.stateOutputs.set(stepName.state(p.name, s), stepName.newState(p.name, s));
-      }
-    }
-    for (const [name, t] of graph.training.initialBuffers) this.buffers.set(name, backend.tensor(t.dtype as 'float32', t.data as Float32Array, t.dims));
-  }
+    private readonly kronecker?: KroneckerEngine,
+  ) {}
 
   static async create(backend: Backend, model: onnx.ModelProto, options: TrainerOptions): Promise<Trainer> {
-    const graph = buildStepGraph(model, graphOptions(options), options.optimizer);
-    const session = await backend.createSession(encodeModel(graph.model), { name: `training step graph of ${options.source ?? 'model'}` });
-    return new Trainer(backend, model, graph, session, options);
+    const spec = graphOptions(options);
+    if (options.optimizer.kind === 'kronecker') {
+      const engine = await KroneckerEngine.create(backend, model, spec, options.optimizer);
+      return new Trainer(backend, model, engine, options, engine);
+    }
+    return new Trainer(backend, model, await ElementwiseEngine.create(backend, model, spec, options.optimizer), options);
   }
 
   /** Steps taken so far. */
   get step(): number { return this.t; }
   get skippedSteps(): number { return this.skipped; }
-  get parameterNames(): string[] { return [...this.params.keys()]; }
+  get parameterNames(): string[] { return [...this.engine.params.keys()]; }
+  private get params(): Map<string, Tensor> { return this.engine.params; }
+  private get buffers(): Map<string, Tensor> { return this.engine.buffers; }
 
   /** One optimizer step on a batch; returns the batch loss before the update. */
   async trainStep(batch: Batch): Promise<{ loss: number; skipped: boolean }> {
     const t = this.updates + 1;
-    const opt = this.options.optimizer;
-    const lr = opt.learningRate(t);
-    const feeds: Record<string, Tensor> = { ...this.batchFeeds(batch) };
-    for (const [k, v] of this.params) feeds[k] = v;
-    for (const [k, v] of this.state) feeds[k] = v;
-    for (const [k, v] of this.buffers) feeds[k] = v;
-    const scalars = opt.scalars(t, lr);
-    const dtype = this.graph.parameters[0].type.dtype as 'float32';
-    for (const s of this.graph.scalars) feeds[stepName.scalar(s)] = this.backend.tensor(dtype, (dtype === 'float32' ? Float32Array : Float64Array).of(scalars[s]), []);
-    const out = await this.session.run(feeds);
-    const loss = Number((await this.backend.read(out[this.graph.training.outputs.loss]))[0]);
+    const result = await this.engine.step(this.batchFeeds(batch), t);
     this.t++;
-    // A non-finite loss means non-finite gradients: keep the old parameters and state, and do
-    // not count the step for the optimizer (as PyTorch's GradScaler skips optimizer.step()).
-    if (!Number.isFinite(loss)) { this.skipped++; return { loss, skipped: true }; }
+    this.last = result;
+    // A non-finite loss means non-finite gradients: the engine kept the old parameters and state,
+    // and the step does not count for the optimizer (as PyTorch's GradScaler skips optimizer.step()).
+    if (result.skipped) { this.skipped++; return { loss: result.loss, skipped: true }; }
     this.updates = t;
-    for (const p of this.params.keys()) {
-      const next = out[stepName.newParam(p)];
-      if (next) this.params.set(p, next);
-    }
-    for (const [input, output] of this.stateOutputs) if (out[output]) this.state.set(input, out[output]);
-    for (const b of this.graph.training.buffers) this.buffers.set(b.input, out[b.output!]);
-    return { loss, skipped: false };
+    return { loss: result.loss, skipped: false };
+  }
+
+  /**
+   * K-BFGS's warm start of A (ALGORITHMS.md §3.3): the mean of the batch factors over `data` in
+   * file order. Without it, A comes from the first training batch. No-op for other optimizers.
+   */
+  async warmStart(data: Dataset, batchSize: number): Promise<void> {
+    if (!this.kronecker) return;
+    const feeds = [...batches(data, { batchSize, shuffle: false, seed: 0, epoch: 0 })].map((b) => this.batchFeeds(b));
+    await this.kronecker.initialise(feeds);
   }
 
   async fit(data: Dataset, options: FitOptions): Promise<FitResult> {
     const epochs = options.epochs ?? (options.steps ? Infinity : 1);
     const maxSteps = options.steps ?? Infinity;
     if (!(options.batchSize >= 1)) throw new InputError('batch size must be ≥ 1');
+    if (this.kronecker && !this.kronecker.initialized && (this.options.optimizer as KroneckerOptimizer).options.warmStart) {
+      await this.warmStart(data, options.batchSize);
+    }
     const start = performance.now();
     let steps = 0; let epoch = 0; let finalLoss = NaN;
     for (; epoch < epochs && steps < maxSteps; epoch++) {
@@ -131,7 +134,10 @@ export class Trainer {
         steps++;
         finalLoss = loss;
         if (!skipped) { sum += loss; n++; }
-        await options.onStep?.({ step: this.t, epoch, loss, time: (performance.now() - start) / 1000, lr: this.options.optimizer.learningRate(Math.max(1, this.updates)), skipped });
+        await options.onStep?.({
+          step: this.t, epoch, loss, time: (performance.now() - start) / 1000, lr: this.options.optimizer.learningRate(Math.max(1, this.updates)), skipped,
+          ...(this.last?.powellShare !== undefined ? { powellDamped: this.last.powellShare, skippedUpdates: this.last.skippedShare } : {}),
+        });
       }
       const evaluation = options.evaluationData ? await this.evaluate(options.evaluationData, options.batchSize) : undefined;
       await options.onEpoch?.({ epoch, steps: n, meanLoss: sum / Math.max(1, n), time: (performance.now() - start) / 1000, evaluation });
@@ -188,12 +194,12 @@ export class Trainer {
   }
 
   async dispose(): Promise<void> {
-    await this.session.release();
+    await this.engine.release();
     await this.evaluation?.session.release();
   }
 
   /** Shapes a batch for the model's input and builds the target. */
-  private batchFeeds(batch: Batch, tg: Pick<EvaluationGraph, 'dataInputs' | 'target' | 'output'> = this.graph.training): Record<string, Tensor> {
+  private batchFeeds(batch: Batch, tg: Pick<EvaluationGraph, 'dataInputs' | 'target' | 'output'> = this.engine.training): Record<string, Tensor> {
     if (tg.dataInputs.length !== 1) throw new InputError(`the model has ${tg.dataInputs.length} inputs; training from a dataset needs exactly one`);
     const input = tg.dataInputs[0];
     const dims = sampleDims(input.type.shape!, batch, `model input '${input.name}'`);

@@ -55,7 +55,7 @@ const cases: Case[] = [
 
 async function run(backend: Backend, model: onnx.ModelProto, inputs: Record<string, TensorData>, rng: Rng) {
   const tg = buildTrainingGraph(model, {
-    kind: 'mse', reduction: 'sum',
+    kind: 'mse', reduction: 'per-sample-sum',
     capture: { activations: true, preactivations: true, preactivationGradients: true, statistics: { factors: true, means: true, hessianAction: true } },
   });
   const session = await backend.createSession(encodeModel(tg.toModel()), { name: 'statistics' });

@@ -1,0 +1,425 @@
+// Plain-TypeScript float64 reference of K-BFGS and K-BFGS(L) (Goldfarb, Ren & Bahamou, NeurIPS
+// 2020) for MLPs, written straight from /work/shared/design/ALGORITHMS.md §1–§3 as a test oracle.
+// Conventions (§1.1–§1.2): W̃ = [W | b] is d_g×d_a with the bias as the last column, ã = [a; 1],
+// g_i = M·∂L/∂h_i (mean-type reductions), A = (1/M) ÃᵀÃ, direction D = H_g · X · H_a.
+import { forwardBackward, type RefMlp, type RefTarget } from './mlp-reference.js';
+
+export type DampingMode = 'neurips' | 'lm';
+
+export interface KbfgsReferenceOptions {
+  /** α: learning rate, also the trial step. */
+  lr: number;
+  /** λ: λ_A = √λ is added to A, μ2 = √λ in double damping. */
+  damping: number;
+  betaA?: number;
+  betaSY?: number;
+  mu1?: number;
+  momentum?: number;
+  l2?: number;
+  /** undefined: dense K-BFGS; a number p: K-BFGS(L) with memory p (H0 = I). */
+  memory?: number;
+  dampingMode?: DampingMode;
+  /** Per-layer warm-start A (d_a×d_a row-major); absent: A from the first minibatch. */
+  warmStartA?: Float64Array[];
+  /**
+   * Multiplier turning ∂L/∂h_i into g_i. Default: M for 'mean' and 'per-sample-sum', 1 for 'sum'
+   * (§1.1: "with sum reduction, use the returned value as is").
+   */
+  gScale?: (reduction: RefMlp['loss']['reduction'], M: number) => number;
+}
+
+export interface KbfgsStepResult {
+  /** Loss at θ (the first pass). */
+  loss: number;
+  /** Number of layers whose G-side pair got the Powell step. */
+  powellDamped: number;
+  /** Number of layers whose G-side update was skipped (dense skip rules / L-BFGS rejection). */
+  skipped: number;
+  /** Number of layers whose A-side Hessian-action update was skipped. */
+  skippedA: number;
+}
+
+/** What happened in one layer during the last step (for tests). */
+export interface KbfgsLayerTrace {
+  /** Raw pair of this step (new − old means). */
+  s: Float64Array; y: Float64Array;
+  /** EMAs after this step, before damping. */
+  sBar: Float64Array; yBar: Float64Array;
+  /** Pair after double damping, as given to BFGS / L-BFGS. */
+  sTilde: Float64Array; yTilde: Float64Array;
+  gBar: Float64Array;
+  powell: boolean;
+  gUpdated: boolean;
+  /** A-side Hessian-action pair. */
+  sA: Float64Array; yA: Float64Array;
+  aUpdated: boolean;
+  /** Direction D = H_g X H_a (d_g×d_a) used this step, with the old factors. */
+  direction: Float64Array;
+}
+
+interface LayerState {
+  dg: number; da: number;
+  A: Float64Array; Ha: Float64Array;
+  Hg?: Float64Array;                        // dense
+  pairs: { s: Float64Array; y: Float64Array; rho: number }[]; // L-BFGS, oldest first
+  sBar: Float64Array; yBar: Float64Array;
+  m: Float64Array;                          // momentum, d_g×d_a (W̃ layout)
+}
+
+// ---------- small dense float64 linear algebra (row-major, n×n unless said) ----------
+
+const dot = (u: ArrayLike<number>, v: ArrayLike<number>): number => {
+  let s = 0;
+  for (let i = 0; i < u.length; i++) s += u[i] * v[i];
+  return s;
+};
+
+export function matVec(H: Float64Array, v: ArrayLike<number>, n: number): Float64Array {
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    let s = 0;
+    for (let j = 0; j < n; j++) s += H[i * n + j] * v[j];
+    out[i] = s;
+  }
+  return out;
+}
+
+function eye(n: number): Float64Array {
+  const I = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) I[i * n + i] = 1;
+  return I;
+}
+
+/** Inverse of a symmetric positive-definite matrix through its Cholesky factor. */
+export function choleskyInverse(S: Float64Array, n: number): Float64Array {
+  const Lc = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      let s = S[i * n + j];
+      for (let k = 0; k < j; k++) s -= Lc[i * n + k] * Lc[j * n + k];
+      if (i === j) {
+        if (!(s > 0)) throw new Error('choleskyInverse: matrix not positive definite');
+        Lc[i * n + i] = Math.sqrt(s);
+      } else Lc[i * n + j] = s / Lc[j * n + j];
+    }
+  }
+  // Solve L Lᵀ X = I column by column.
+  const inv = new Float64Array(n * n);
+  const z = new Float64Array(n);
+  for (let col = 0; col < n; col++) {
+    for (let i = 0; i < n; i++) {
+      let s = i === col ? 1 : 0;
+      for (let k = 0; k < i; k++) s -= Lc[i * n + k] * z[k];
+      z[i] = s / Lc[i * n + i];
+    }
+    for (let i = n - 1; i >= 0; i--) {
+      let s = z[i];
+      for (let k = i + 1; k < n; k++) s -= Lc[k * n + i] * inv[k * n + col];
+      inv[i * n + col] = s / Lc[i * n + i];
+    }
+  }
+  for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) {
+    const v = 0.5 * (inv[i * n + j] + inv[j * n + i]);
+    inv[i * n + j] = v; inv[j * n + i] = v;
+  }
+  return inv;
+}
+
+/**
+ * Dense BFGS inverse update (§2.1) with the skip rules; returns the new H or null when skipped.
+ * refNorm: ‖ḡ‖ (G side) or ‖ā‖ (A side).
+ */
+export function bfgsUpdate(H: Float64Array, s: Float64Array, y: Float64Array, n: number, refNorm: number): Float64Array | null {
+  const sy = dot(s, y), ss = dot(s, s);
+  if (!(sy > 0)) return null;
+  if (sy <= 1e-4 * ss * refNorm) return null;
+  const rho = 1 / sy;
+  const u = matVec(H, y, n);
+  const yu = dot(y, u);
+  const c1 = rho + rho * rho * yu;
+  const out = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+    out[i * n + j] = H[i * n + j] + c1 * s[i] * s[j] - rho * (u[i] * s[j] + s[i] * u[j]);
+  }
+  for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) {
+    const v = 0.5 * (out[i * n + j] + out[j * n + i]);
+    out[i * n + j] = v; out[j * n + i] = v;
+  }
+  for (let i = 0; i < n * n; i++) if (!Number.isFinite(out[i])) return null;
+  return out;
+}
+
+/** L-BFGS two-loop recursion (§2.2), H0 = γ I, pairs oldest first. */
+export function twoLoop(v: ArrayLike<number>, pairs: { s: Float64Array; y: Float64Array; rho: number }[], gamma = 1): Float64Array {
+  const q = Float64Array.from(v);
+  const alphas = new Array<number>(pairs.length);
+  for (let j = pairs.length - 1; j >= 0; j--) {
+    const { s, y, rho } = pairs[j];
+    const al = rho * dot(s, q);
+    alphas[j] = al;
+    for (let i = 0; i < q.length; i++) q[i] -= al * y[i];
+  }
+  for (let i = 0; i < q.length; i++) q[i] *= gamma;
+  for (let j = 0; j < pairs.length; j++) {
+    const { s, y, rho } = pairs[j];
+    const be = rho * dot(y, q);
+    for (let i = 0; i < q.length; i++) q[i] += s[i] * (alphas[j] - be);
+  }
+  return q;
+}
+
+/**
+ * Double damping (§2.3). applyH: v ↦ H v for the current G-side operator. Returns copies.
+ */
+export function doubleDamping(sIn: Float64Array, yIn: Float64Array, applyH: (v: Float64Array) => Float64Array,
+  mu1: number, mu2: number, mode: DampingMode): { s: Float64Array; y: Float64Array; powell: boolean } {
+  let s = Float64Array.from(sIn), y = Float64Array.from(yIn);
+  const u = applyH(y);
+  const q = dot(y, u);
+  let c = dot(s, y);
+  let powell = false;
+  if (q > 1e-300 && c < mu1 * q) {
+    const t1 = ((1 - mu1) * q) / (q - c);
+    s = s.map((si, i) => t1 * si + (1 - t1) * u[i]);
+    powell = true;
+  }
+  if (mode === 'neurips') {
+    c = dot(s, y);
+    const n = dot(s, s);
+    if (c < mu2 * n && Math.abs(n - c) > 1e-300) {
+      const t2 = ((1 - mu2) * n) / (n - c);
+      y = y.map((yi, i) => t2 * yi + (1 - t2) * s[i]);
+    }
+  } else {
+    y = y.map((yi, i) => yi + mu2 * s[i]);
+  }
+  return { s, y, powell };
+}
+
+// ---------------------------------------------------------------------------------------
+
+export class KbfgsReference {
+  readonly lr: number;
+  readonly damping: number;
+  readonly betaA: number;
+  readonly betaSY: number;
+  readonly mu1: number;
+  readonly momentum: number;
+  readonly l2: number;
+  readonly memory: number | undefined;
+  readonly dampingMode: DampingMode;
+  private readonly warmStartA: Float64Array[] | undefined;
+  private readonly gScale: NonNullable<KbfgsReferenceOptions['gScale']>;
+  private layers: LayerState[] | undefined;
+  private k = 0;
+  /** Per-layer trace of the last step. */
+  lastTrace: KbfgsLayerTrace[] = [];
+
+  constructor(opts: KbfgsReferenceOptions) {
+    this.lr = opts.lr;
+    this.damping = opts.damping;
+    this.betaA = opts.betaA ?? 0.9;
+    this.betaSY = opts.betaSY ?? 0.9;
+    this.mu1 = opts.mu1 ?? 0.2;
+    this.momentum = opts.momentum ?? 0.9;
+    this.l2 = opts.l2 ?? 1e-5;
+    this.memory = opts.memory;
+    this.dampingMode = opts.dampingMode ?? 'neurips';
+    this.warmStartA = opts.warmStartA;
+    this.gScale = opts.gScale ?? ((red, M) => (red === 'sum' ? 1 : M));
+  }
+
+  get iteration(): number { return this.k; }
+
+  private state(l: number): LayerState {
+    if (!this.layers) throw new Error('KbfgsReference: no step taken yet');
+    return this.layers[l];
+  }
+
+  /** H_g of layer l (d_g×d_g); for K-BFGS(L) the operator materialised on the identity. */
+  getHg(l: number): Float64Array {
+    const st = this.state(l);
+    if (st.Hg) return Float64Array.from(st.Hg);
+    const out = new Float64Array(st.dg * st.dg);
+    for (let j = 0; j < st.dg; j++) {
+      const e = new Float64Array(st.dg); e[j] = 1;
+      const col = twoLoop(e, st.pairs);
+      for (let i = 0; i < st.dg; i++) out[i * st.dg + j] = col[i];
+    }
+    return out;
+  }
+  getHa(l: number): Float64Array { return Float64Array.from(this.state(l).Ha); }
+  getA(l: number): Float64Array { return Float64Array.from(this.state(l).A); }
+  /** Momentum in W̃ layout (d_g×d_a). */
+  getMomentum(l: number): Float64Array { return Float64Array.from(this.state(l).m); }
+  /** Number of stored L-BFGS pairs (0 for dense). */
+  getPairCount(l: number): number { return this.state(l).pairs.length; }
+
+  private applyHg(st: LayerState, v: Float64Array): Float64Array {
+    return st.Hg ? matVec(st.Hg, v, st.dg) : twoLoop(v, st.pairs);
+  }
+
+  private init(net: RefMlp): void {
+    this.layers = net.layers.map((_, l) => {
+      const dg = net.sizes[l + 1], da = net.sizes[l] + 1;
+      return {
+        dg, da,
+        A: new Float64Array(da * da), Ha: eye(da),
+        Hg: this.memory === undefined ? eye(dg) : undefined,
+        pairs: [],
+        sBar: new Float64Array(dg), yBar: new Float64Array(dg),
+        m: new Float64Array(dg * da),
+      };
+    });
+  }
+
+  step(net: RefMlp, X: ArrayLike<number>, target: RefTarget): KbfgsStepResult {
+    if (!this.layers) this.init(net);
+    const layers = this.layers!;
+    const L = net.layers.length;
+    const M = X.length / net.sizes[0];
+    const lambdaA = Math.sqrt(this.damping), mu2 = Math.sqrt(this.damping);
+    const gs = this.gScale(net.loss.reduction, M);
+
+    // 1. forward/backward at θ.
+    const fb = forwardBackward(net, X, target);
+    const directions: Float64Array[] = [];
+    const aBars: Float64Array[] = [];
+    for (let l = 0; l < L; l++) {
+      const st = layers[l], { dg, da } = st, nin = da - 1;
+      const { W, b } = net.layers[l], gr = fb.grads[l];
+      // ĝ = ∇L + τθ ; m = ρm + (1−ρ)ĝ, in W̃ layout.
+      for (let r = 0; r < dg; r++) {
+        for (let c = 0; c < nin; c++) {
+          const gh = gr.W[r * nin + c] + this.l2 * W[r * nin + c];
+          st.m[r * da + c] = this.momentum * st.m[r * da + c] + (1 - this.momentum) * gh;
+        }
+        const ghb = gr.b[r] + this.l2 * b[r];
+        st.m[r * da + nin] = this.momentum * st.m[r * da + nin] + (1 - this.momentum) * ghb;
+      }
+      // A_B = (1/M) ÃᵀÃ and ā.
+      const a = fb.a[l];
+      const AB = new Float64Array(da * da), aBar = new Float64Array(da);
+      const at = new Float64Array(da);
+      for (let i = 0; i < M; i++) {
+        for (let c = 0; c < nin; c++) at[c] = a[i * nin + c];
+        at[nin] = 1;
+        for (let p = 0; p < da; p++) {
+          aBar[p] += at[p] / M;
+          const ap = at[p];
+          if (ap === 0) continue;
+          for (let q = 0; q < da; q++) AB[p * da + q] += (ap * at[q]) / M;
+        }
+      }
+      aBars.push(aBar);
+      if (this.k === 0) {
+        const warm = this.warmStartA?.[l];
+        if (warm && warm.length !== da * da) throw new Error(`warmStartA[${l}] must be ${da}×${da}`);
+        st.A = warm ? Float64Array.from(warm) : AB;
+        const Al = Float64Array.from(st.A);
+        for (let p = 0; p < da; p++) Al[p * da + p] += lambdaA;
+        st.Ha = choleskyInverse(Al, da);
+      } else {
+        for (let p = 0; p < da * da; p++) st.A[p] = this.betaA * st.A[p] + (1 - this.betaA) * AB[p];
+      }
+      // D = H_g(X) · H_a with the old factors.
+      const HgX = new Float64Array(dg * da);
+      const col = new Float64Array(dg);
+      for (let c = 0; c < da; c++) {
+        for (let r = 0; r < dg; r++) col[r] = st.m[r * da + c];
+        const hc = this.applyHg(st, col);
+        for (let r = 0; r < dg; r++) HgX[r * da + c] = hc[r];
+      }
+      const D = new Float64Array(dg * da);
+      for (let r = 0; r < dg; r++) for (let p = 0; p < da; p++) {
+        const v = HgX[r * da + p];
+        if (v === 0) continue;
+        for (let q = 0; q < da; q++) D[r * da + q] += v * st.Ha[p * da + q];
+      }
+      directions.push(D);
+    }
+
+    // 2. θ⁺ = θ − αD, and the second pass on the same batch.
+    for (let l = 0; l < L; l++) {
+      const { dg, da } = layers[l], nin = da - 1, D = directions[l], { W, b } = net.layers[l];
+      for (let r = 0; r < dg; r++) {
+        for (let c = 0; c < nin; c++) W[r * nin + c] -= this.lr * D[r * da + c];
+        b[r] -= this.lr * D[r * da + nin];
+      }
+    }
+    const fb2 = forwardBackward(net, X, target);
+
+    // 3. curvature updates.
+    let powellDamped = 0, skipped = 0, skippedA = 0;
+    this.lastTrace = [];
+    for (let l = 0; l < L; l++) {
+      const st = layers[l], { dg, da } = st;
+      const hBar = new Float64Array(dg), hBar2 = new Float64Array(dg);
+      const gBar = new Float64Array(dg), gBar2 = new Float64Array(dg);
+      for (let i = 0; i < M; i++) for (let r = 0; r < dg; r++) {
+        hBar[r] += fb.h[l][i * dg + r] / M;
+        hBar2[r] += fb2.h[l][i * dg + r] / M;
+        gBar[r] += (gs * fb.dh[l][i * dg + r]) / M;
+        gBar2[r] += (gs * fb2.dh[l][i * dg + r]) / M;
+      }
+      const s = hBar2.map((v, r) => v - hBar[r]);
+      const y = gBar2.map((v, r) => v - gBar[r]);
+      for (let r = 0; r < dg; r++) {
+        st.sBar[r] = this.betaSY * st.sBar[r] + (1 - this.betaSY) * s[r];
+        st.yBar[r] = this.betaSY * st.yBar[r] + (1 - this.betaSY) * y[r];
+      }
+      const dd = doubleDamping(st.sBar, st.yBar, (v) => this.applyHg(st, v), this.mu1, mu2, this.dampingMode);
+      if (dd.powell) powellDamped++;
+      const gNorm = Math.sqrt(dot(gBar, gBar));
+      let gUpdated: boolean;
+      if (st.Hg) {
+        const next = bfgsUpdate(st.Hg, dd.s, dd.y, dg, gNorm);
+        gUpdated = next !== null;
+        if (next) st.Hg = next;
+      } else {
+        const ss = dot(dd.s, dd.s), sy = dot(dd.s, dd.y);
+        gUpdated = Number.isFinite(ss) && sy > 1e-4 * ss * gNorm;
+        if (gUpdated) {
+          st.pairs.push({ s: Float64Array.from(dd.s), y: Float64Array.from(dd.y), rho: 1 / sy });
+          if (st.pairs.length > this.memory!) st.pairs.shift();
+        }
+      }
+      if (!gUpdated) skipped++;
+      // Hessian-action BFGS for the A side.
+      const aBar = aBars[l];
+      const sA = matVec(st.Ha, aBar, da);
+      const yA = matVec(st.A, sA, da);
+      for (let p = 0; p < da; p++) yA[p] += lambdaA * sA[p];
+      const nextA = bfgsUpdate(st.Ha, sA, yA, da, Math.sqrt(dot(aBar, aBar)));
+      if (nextA) st.Ha = nextA; else skippedA++;
+      this.lastTrace.push({
+        s, y, sBar: Float64Array.from(st.sBar), yBar: Float64Array.from(st.yBar),
+        sTilde: dd.s, yTilde: dd.y, gBar, powell: dd.powell, gUpdated,
+        sA, yA, aUpdated: nextA !== null, direction: directions[l],
+      });
+    }
+    this.k++;
+    return { loss: fb.loss, powellDamped, skipped, skippedA };
+  }
+}
+
+/** SGD with the same dampened momentum and L2 (§2.4, §7.1): m = ρm + (1−ρ)(∇L + τθ); θ −= αm. */
+export class SgdmReference {
+  private m: { W: Float64Array; b: Float64Array }[] | undefined;
+  constructor(readonly lr: number, readonly momentum = 0.9, readonly l2 = 1e-5) {}
+  step(net: RefMlp, X: ArrayLike<number>, target: RefTarget): number {
+    const fb = forwardBackward(net, X, target);
+    if (!this.m) this.m = net.layers.map((p) => ({ W: new Float64Array(p.W.length), b: new Float64Array(p.b.length) }));
+    net.layers.forEach((p, l) => {
+      const m = this.m![l];
+      for (const key of ['W', 'b'] as const) {
+        const th = p[key], g = fb.grads[l][key], mk = m[key];
+        for (let i = 0; i < th.length; i++) {
+          mk[i] = this.momentum * mk[i] + (1 - this.momentum) * (g[i] + this.l2 * th[i]);
+          th[i] -= this.lr * mk[i];
+        }
+      }
+    });
+    return fb.loss;
+  }
+}

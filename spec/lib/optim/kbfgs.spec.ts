@@ -1,0 +1,76 @@
+// K-BFGS and K-BFGS(L) run through ONNX Runtime (lib/train/kronecker-engine.ts) against the
+// plain-TypeScript float64 reference of ALGORITHMS.md §3.4 (spec/helpers/kbfgs-reference.ts), step
+// by step on a small autoencoder: losses, and every parameter after each step.
+import { expect } from 'chai';
+import type { Batch } from '../../../lib/data/index.js';
+import { kbfgs, kbfgsL } from '../../../lib/optim/kbfgs.js';
+import { createBackend } from '../../../lib/runtime/index.js';
+import { Trainer } from '../../../lib/train/trainer.js';
+import { KbfgsReference } from '../../helpers/kbfgs-reference.js';
+import { cloneRefMlp, makeRefMlp, RefRng, type RefMlp } from '../../helpers/mlp-reference.js';
+import { A, buildModel } from '../../helpers/models.js';
+
+const M = 12;
+const sizes = [6, 5, 3, 5, 6];
+const activations = ['tanh', 'relu', 'tanh', 'linear'] as const;
+
+/** The reference network as an ONNX model: Gemm (transB) layers with its activations. */
+function toOnnx(net: RefMlp) {
+  const nodes = []; const initializers = [];
+  let x = 'x';
+  for (let l = 0; l < net.layers.length; l++) {
+    initializers.push({ name: `W${l}`, dims: [sizes[l + 1], sizes[l]], values: Array.from(net.layers[l].W) });
+    initializers.push({ name: `b${l}`, dims: [sizes[l + 1]], values: Array.from(net.layers[l].b) });
+    const h = `h${l}`;
+    nodes.push({ op: 'Gemm', inputs: [x, `W${l}`, `b${l}`], outputs: [h], attrs: [A.int('transB', 1)] });
+    const act = net.activations[l];
+    if (act === 'linear') { x = h; continue; }
+    x = `a${l}`;
+    nodes.push({ op: act === 'relu' ? 'Relu' : act === 'tanh' ? 'Tanh' : 'Sigmoid', inputs: [h], outputs: [x] });
+  }
+  return buildModel({ inputs: [{ name: 'x', shape: ['N', sizes[0]] }], initializers, nodes, output: x });
+}
+
+function data(seed: number): Float32Array {
+  const rng = new RefRng(seed);
+  // Structured [0,1] inputs: noisy copies of 3 prototypes.
+  const protos = Array.from({ length: 3 }, () => Array.from({ length: sizes[0] }, () => rng.next()));
+  return Float32Array.from({ length: M * sizes[0] }, (_, k) => Math.min(1, Math.max(0, protos[Math.floor(k / sizes[0]) % 3][k % sizes[0]] + 0.1 * (rng.next() - 0.5))));
+}
+
+for (const [name, memory] of [['kbfgs', undefined], ['kbfgs-l with p = 2 (pairs dropped after step 2)', 2]] as const) {
+  describe(`K-BFGS engine against the float64 reference: ${name}`, () => {
+    it('tracks the reference loss and parameters for 6 full-batch steps', async () => {
+      const net = makeRefMlp(sizes, [...activations], { kind: 'bce-with-logits', reduction: 'per-sample-sum' }, 3);
+      // The reference sees exactly the float32 values the ONNX model holds.
+      for (const layer of net.layers) { layer.W = Float64Array.from(Float32Array.from(layer.W)); layer.b = Float64Array.from(Float32Array.from(layer.b)); }
+      const model = toOnnx(net);
+      const X = data(7);
+      const ref = new KbfgsReference({ lr: 0.3, damping: 0.3, memory });
+      const refNet = cloneRefMlp(net);
+      const opts = { lr: 0.3, damping: 0.3, warmStart: false };
+      const trainer = await Trainer.create(await createBackend('cpu'), model, {
+        kind: 'bce-with-logits', reduction: 'per-sample-sum', target: 'input', optimizer: memory === undefined ? kbfgs(opts) : kbfgsL({ ...opts, history: memory }),
+      });
+      const batch: Batch = { index: 0, epoch: 0, size: M, inputs: X };
+      try {
+        for (let step = 1; step <= 6; step++) {
+          const expected = ref.step(refNet, Float64Array.from(X), Float64Array.from(X));
+          const { loss } = await trainer.trainStep(batch);
+          expect(Math.abs(loss - expected.loss) / expected.loss, `loss at step ${step}`).to.be.below(1e-5);
+          const params = await trainer.parameters();
+          refNet.layers.forEach((layer, l) => {
+            for (const [key, want] of [[`W${l}`, layer.W], [`b${l}`, layer.b]] as const) {
+              const got = params.get(key)!.data as Float32Array;
+              const diff = Math.max(...Array.from(want, (v, i) => Math.abs(got[i] - v)));
+              const scale = Math.max(...Array.from(want, Math.abs));
+              expect(diff / scale, `${key} after step ${step}`).to.be.below(1e-4);
+            }
+          });
+        }
+      } finally {
+        await trainer.dispose();
+      }
+    });
+  });
+}
