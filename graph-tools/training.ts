@@ -30,6 +30,8 @@ export interface TrainingGraphOptions extends LossSpec {
   output?: string;
   /** BatchNormalization: running statistics as constants (default), or batch statistics (batchnorm.ts). */
   batchnorm?: BatchNormMode;
+  /** false: build no parameter gradients at all (a pass that needs only ∂L/∂h); default true. */
+  parameterGradients?: boolean;
   capture?: Capture;
   source?: string;
 }
@@ -177,9 +179,11 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
   const source = opts.source ?? 'model';
   const { g, e, report, initialParameters, buffers, initialBuffers, dataInputs, target, output, loss, dOutput } = lossGraph(model, opts, true);
   const outType = output.type;
-  const grads = backward(g, e, report.parameters, output.name, dOutput);
+  // Parameter gradients are built when output or when an optimizer fused into the graph uses them.
+  const grads = backward(g, e, report.parameters, output.name, dOutput, { parameterGradients: opts.parameterGradients ?? true });
 
-  const capture = { gradients: true, ...opts.capture };
+  const capture = { gradients: opts.parameterGradients ?? true, ...opts.capture };
+  if (capture.gradients && opts.parameterGradients === false) throw new GraphError('parameter gradients were asked for as outputs but parameterGradients is false');
   const outputs: TrainingOutputs = {
     loss: LOSS_OUTPUT, gradients: new Map(), activations: new Map(), preactivations: new Map(), preactivationGradients: new Map(),
     statistics: new Map(),

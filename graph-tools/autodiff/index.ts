@@ -55,8 +55,10 @@ export function gradientPath(g: Graph, params: string[], seed: string): { nodes:
  * Appends the backward pass for d(seed value)/d(parameters) to `g`, seeded with `seedGrad` as the
  * gradient of `seed`. Returns a lookup from forward values to their gradient values.
  */
-export function backward(g: Graph, e: Emitter, params: string[], seed: string, seedGrad: string): Gradients {
+export function backward(g: Graph, e: Emitter, params: string[], seed: string, seedGrad: string, opts: { parameterGradients?: boolean } = {}): Gradients {
   const { nodes: onPath, values: relevant } = gradientPath(g, params, seed);
+  // Without parameter gradients (K-BFGS's second pass needs only ∂L/∂h), no rule builds them.
+  const skip = opts.parameterGradients === false ? new Set(params) : new Set<string>();
 
   const contributions = new Map<string, string[]>([[seed, [seedGrad]]]);
   const summed = new Map<string, string>();
@@ -76,7 +78,7 @@ export function backward(g: Graph, e: Emitter, params: string[], seed: string, s
     if (dOut.every((d) => d === undefined)) continue;
     const entry = gradientEntry(node.opType)!;
     const diff = entry.differentiable(node);
-    const wanted = node.inputs.map((v, k) => diff.includes(k) && relevant.has(v));
+    const wanted = node.inputs.map((v, k) => diff.includes(k) && relevant.has(v) && !skip.has(v));
     let dIn: (string | undefined)[];
     try {
       dIn = entry.rule(e, node, dOut, wanted);

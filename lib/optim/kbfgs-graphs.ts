@@ -148,12 +148,12 @@ export function buildDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingG
 
 /** Graph 2: the means h̄⁺, ḡ⁺ at θ⁺ (no parameter gradients leave the graph). */
 export function buildCurvaturePassGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>): TrainingGraph {
-  return buildTrainingGraph(model, { ...spec, capture: { gradients: false, statistics: { means: true } } });
+  return buildTrainingGraph(model, { ...spec, parameterGradients: false, capture: { gradients: false, statistics: { means: true } } });
 }
 
 /** The statistics graph for A's warm start: the batch A factors only. */
 export function buildFactorGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>): TrainingGraph {
-  return buildTrainingGraph(model, { ...spec, capture: { gradients: false, statistics: { factors: true } } });
+  return buildTrainingGraph(model, { ...spec, parameterGradients: false, capture: { gradients: false, statistics: { factors: true } } });
 }
 
 /** Initialisation: H_a⁰ = (A + λ_A·I)⁻¹ per layer and group. */

@@ -1,5 +1,5 @@
 // Seconds per training step against the floor of one forward+backward pass of the same graph.
-// Usage: npx tsx scripts/bench/step-time.ts [--ep cpu|wasm|webgpu] [--batch 1000] [--steps 20] [--optimizer adam|sgd]
+// Usage: npx tsx scripts/bench/step-time.ts [--ep cpu|wasm|webgpu] [--batch 1000] [--steps 20] [--optimizer adam|sgd|kbfgs|kbfgs-l]
 // Prints one JSON object.
 import { parseArgs } from 'node:util';
 import { buildTrainingGraph, encodeModel } from '../../graph-tools/index.js';
@@ -7,6 +7,7 @@ import { loadBundledMnist } from '../../lib/data/node.js';
 import { batches } from '../../lib/data/index.js';
 import { readModelFile } from '../../lib/io/files.js';
 import { adam, sgd } from '../../lib/optim/index.js';
+import { kbfgs, kbfgsL } from '../../lib/optim/kbfgs.js';
 import { createBackend, type ExecutionProvider, type Tensor } from '../../lib/runtime/index.js';
 import { Trainer } from '../../lib/train/trainer.js';
 import { machine, median, timeRuns } from './common.js';
@@ -39,7 +40,11 @@ for (const [p, v] of tg.initialParameters) feeds[p] = backend.tensor('float32', 
 const floor = await time(() => floorSession.run(feeds));
 await floorSession.release();
 
-const optimizer = values.optimizer === 'sgd' ? sgd({ lr: 0.01, momentum: 0.9 }) : adam({ lr: 1e-3 });
+const optimizers = {
+  sgd: () => sgd({ lr: 0.01, momentum: 0.9 }), adam: () => adam({ lr: 1e-3 }),
+  kbfgs: () => kbfgs({ lr: 0.3, damping: 0.3, warmStart: false }), 'kbfgs-l': () => kbfgsL({ lr: 0.3, damping: 0.3, warmStart: false }),
+};
+const optimizer = (optimizers[values.optimizer as keyof typeof optimizers] ?? (() => { throw new Error(`unknown optimizer ${values.optimizer}`); }))();
 const trainer = await Trainer.create(backend, model, { ...spec, optimizer, target: 'input' });
 const step = await time(() => trainer.trainStep(batch));
 await trainer.dispose();

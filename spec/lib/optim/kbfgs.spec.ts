@@ -4,6 +4,8 @@
 import { expect } from 'chai';
 import type { Batch } from '../../../lib/data/index.js';
 import { kbfgs, kbfgsL } from '../../../lib/optim/kbfgs.js';
+import { buildCurvaturePassGraph } from '../../../lib/optim/kbfgs-graphs.js';
+import { buildTrainingGraph } from '../../../graph-tools/index.js';
 import { createBackend } from '../../../lib/runtime/index.js';
 import { Trainer } from '../../../lib/train/trainer.js';
 import { KbfgsReference } from '../../helpers/kbfgs-reference.js';
@@ -74,3 +76,16 @@ for (const [name, memory] of [['kbfgs', undefined], ['kbfgs-l with p = 2 (pairs 
     });
   });
 }
+
+describe('K-BFGS graphs', () => {
+  it('the curvature pass builds no parameter gradients (only ∂L/∂h flows back)', () => {
+    const model = toOnnx(makeRefMlp(sizes, [...activations], { kind: 'mse', reduction: 'mean' }, 1));
+    const spec = { kind: 'mse', reduction: 'mean' } as const;
+    const gemms = (g: { nodes: { opType: string }[] }) => g.nodes.filter((n) => n.opType === 'Gemm').length;
+    const layers = sizes.length - 1;
+    // Forward: one Gemm per layer; backward: ∂L/∂input for every layer but the first.
+    expect(gemms(buildCurvaturePassGraph(model, spec).graph)).to.equal(2 * layers - 1);
+    // With parameter gradients, one more Gemm per layer (∂L/∂W).
+    expect(gemms(buildTrainingGraph(model, spec).graph)).to.equal(3 * layers - 1);
+  });
+});
