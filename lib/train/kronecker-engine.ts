@@ -140,6 +140,8 @@ export class KroneckerEngine {
     for (const [k, v] of next) cFeeds[k] = v;
     for (const [k, v] of this.buffers) cFeeds[k] = v;
     const c = await this.sessions.curvature.run(cFeeds);
+    // A non-finite direction shows as a non-finite loss at θ⁺: skip the step, keep everything.
+    if (!Number.isFinite(Number((await this.backend.read(c[this.curvature.outputs.loss]))[0]))) return { loss, skipped: true, powellShare: 0, skippedShare: 0 };
 
     const uFeeds: Record<string, Tensor> = {};
     const dStats = this.direction.training.outputs.statistics;

@@ -89,3 +89,27 @@ describe('K-BFGS graphs', () => {
     expect(gemms(buildTrainingGraph(model, spec).graph)).to.equal(3 * layers - 1);
   });
 });
+
+describe('K-BFGS engine: non-finite steps', () => {
+  it('skips a batch whose loss is NaN, keeping parameters and curvature state', async () => {
+    const net = makeRefMlp(sizes, [...activations], { kind: 'bce-with-logits', reduction: 'per-sample-sum' }, 3);
+    const trainer = await Trainer.create(await createBackend('cpu'), toOnnx(net), {
+      kind: 'bce-with-logits', reduction: 'per-sample-sum', target: 'input', optimizer: kbfgs({ warmStart: false }),
+    });
+    try {
+      const X = data(7);
+      await trainer.trainStep({ index: 0, epoch: 0, size: M, inputs: X });
+      const before = await trainer.parameters();
+      const bad = Float32Array.from(X); bad[3] = NaN;
+      const r = await trainer.trainStep({ index: 1, epoch: 0, size: M, inputs: bad });
+      expect(r.skipped).to.equal(true);
+      expect(trainer.skippedSteps).to.equal(1);
+      const after = await trainer.parameters();
+      for (const [p, t] of before) expect(Array.from(after.get(p)!.data as Float32Array), p).to.deep.equal(Array.from(t.data as Float32Array));
+      // Training goes on from the same state.
+      expect((await trainer.trainStep({ index: 2, epoch: 0, size: M, inputs: X })).skipped).to.equal(false);
+    } finally {
+      await trainer.dispose();
+    }
+  });
+});
