@@ -5,7 +5,7 @@ import { loadDataSpec } from '../data/node.js';
 import { limit, split, type Dataset } from '../data/index.js';
 import { readModelFile, writeFileAtomic } from '../io/files.js';
 import { DEFAULT_MODEL, packageRoot } from '../io/package-root.js';
-import { adam, sgd } from '../optim/index.js';
+import { adam, rmsprop, sgd } from '../optim/index.js';
 import { kbfgs, kbfgsL } from '../optim/kbfgs.js';
 import { createBackend } from '../runtime/node.js';
 import { Trainer, type StepInfo } from '../train/trainer.js';
@@ -37,10 +37,11 @@ Loss
                              trained (default; what an eval-mode export computes), or batch
                              statistics with the running statistics updated and written by --out
 Optimizer
-  --optimizer sgd|adam|kbfgs|kbfgs-l   (default adam)
+  --optimizer sgd|adam|rmsprop|kbfgs|kbfgs-l   (default adam)
   --lr X                     learning rate (sgd 0.01, adam 0.001, kbfgs 0.3)
   --momentum X               sgd momentum (default 0)  --nesterov
   --beta1 X --beta2 X --eps X                           adam (0.9, 0.999, 1e-8)
+                             rmsprop: --momentum (0.9), --beta2 = decay of v (0.9), --eps
   --weight-decay X           L2 added to the gradient (default 0; kbfgs 1e-5)
   --decoupled-weight-decay   decoupled decay instead (AdamW, SGDW)
   --damping X                kbfgs: λ; λ_A = √λ is added to A, μ2 = √λ (default 0.3)
@@ -74,7 +75,7 @@ export async function train(args: string[]): Promise<void> {
   const loss = lossFrom(values, isDefault ? 'bce-with-logits' : targetKind === 'label' ? 'cross-entropy' : 'mse');
   if (isDefault && values.reduction === undefined) loss.reduction = 'per-sample-sum';
 
-  const name = oneOf(values.optimizer, ['sgd', 'adam', 'kbfgs', 'kbfgs-l'] as const, '--optimizer', 'adam');
+  const name = oneOf(values.optimizer, ['sgd', 'adam', 'rmsprop', 'kbfgs', 'kbfgs-l'] as const, '--optimizer', 'adam');
   const optimizer = makeOptimizer(name, values);
   let data = loadDataSpec((values.data as string | undefined) ?? 'mnist', 'train');
   const lim = number(values.limit, '--limit', { integer: true, min: 1 });
@@ -133,7 +134,7 @@ export async function train(args: string[]): Promise<void> {
   }
 }
 
-function makeOptimizer(name: 'sgd' | 'adam' | 'kbfgs' | 'kbfgs-l', values: Record<string, unknown>) {
+function makeOptimizer(name: 'sgd' | 'adam' | 'rmsprop' | 'kbfgs' | 'kbfgs-l', values: Record<string, unknown>) {
   const only = (flags: string[], who: string) => {
     for (const f of flags) if (values[f] !== undefined) throw new UsageError(`--${f} is not an option of ${name} (it is for ${who})`);
   };
@@ -153,6 +154,10 @@ function makeOptimizer(name: 'sgd' | 'adam' | 'kbfgs' | 'kbfgs-l', values: Recor
   only(['damping', 'history', 'stat-decay', 'damping-mode', 'no-warm-start'], 'kbfgs');
   const common = defined({ lr, weightDecay, decoupledWeightDecay: values['decoupled-weight-decay'] === true });
   if (name === 'sgd') return sgd({ ...common, ...defined({ momentum: number(values.momentum, '--momentum', { min: 0 }), nesterov: values.nesterov === true }) });
+  if (name === 'rmsprop') {
+    only(['nesterov', 'beta1'], 'sgd/adam');
+    return rmsprop({ ...common, ...defined({ momentum: number(values.momentum, '--momentum', { min: 0 }), decay: number(values.beta2, '--beta2'), eps: number(values.eps, '--eps', { min: 0 }) }) });
+  }
   only(['momentum', 'nesterov'], 'sgd (Adam uses --beta1)');
   return adam({ ...common, ...defined({ beta1: number(values.beta1, '--beta1'), beta2: number(values.beta2, '--beta2'), eps: number(values.eps, '--eps', { min: 0 }) }) });
 }

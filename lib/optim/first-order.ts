@@ -93,5 +93,39 @@ function checkNonNegative(values: Record<string, number>): void {
   for (const [k, v] of Object.entries(values)) if (!(v >= 0) || !Number.isFinite(v)) throw new RangeError(`${k} must be a finite number ≥ 0, got ${v}`);
 }
 
-export const OPTIMIZERS = { sgd, adam } as const;
+export interface RmspropOptions extends WeightDecayOptions {
+  lr?: number;
+  /** ρ of the dampened gradient momentum m ← ρm + (1−ρ)ĝ (default 0.9). */
+  momentum?: number;
+  /** Decay of the second moment v ← β·v + (1−β)·m² (default 0.9). */
+  decay?: number;
+  eps?: number;
+}
+
+/**
+ * RMSprop as the K-BFGS papers' baseline (ALGORITHMS.md §7.2): the second moment of the momentum
+ * gradient, v ← 0.9·v + 0.1·m², and θ ← θ − α·m/(√v + ε). L2 (τ) goes into the gradient.
+ */
+export function rmsprop(options: RmspropOptions = {}): ElementwiseOptimizer {
+  const o = { lr: 0.001, momentum: 0.9, decay: 0.9, eps: 1e-8, weightDecay: 1e-5, decoupledWeightDecay: false, ...options };
+  checkNonNegative({ lr: o.lr, eps: o.eps, weightDecay: o.weightDecay });
+  if (!(o.momentum >= 0 && o.momentum < 1 && o.decay >= 0 && o.decay < 1)) throw new RangeError('RMSprop momentum and decay must lie in [0, 1)');
+  return {
+    kind: 'elementwise',
+    name: 'rmsprop',
+    options: o,
+    stateNames: ['m', 'v'],
+    learningRate: () => o.lr,
+    scalars: (_t, lr) => ({ ...weightDecayScalars(o, lr), rho: o.momentum, c1: 1 - o.momentum, beta: o.decay, c2: 1 - o.decay, eps: o.eps, neglr: -lr }),
+    emitUpdate(e, p) {
+      const { param, grad } = applyWeightDecay(e, p, o);
+      const m = e.op('Add', [mul(e, p.state.m, p.scalar('rho')), mul(e, grad, p.scalar('c1'))]);
+      const v = e.op('Add', [mul(e, p.state.v, p.scalar('beta')), mul(e, mul(e, m, m), p.scalar('c2'))]);
+      const step = mul(e, e.op('Div', [m, e.op('Add', [e.op('Sqrt', [v]), p.scalar('eps')])]), p.scalar('neglr'));
+      return { param: e.op('Add', [param, step]), state: { m, v } };
+    },
+  };
+}
+
+export const OPTIMIZERS = { sgd, adam, rmsprop } as const;
 export type OptimizerName = keyof typeof OPTIMIZERS;

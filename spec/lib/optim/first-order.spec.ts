@@ -3,7 +3,7 @@
 // (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW), with float64 gradients from
 // computeGradients at the reference's own parameters at every step.
 import { expect } from 'chai';
-import { adam, sgd, type AdamOptions, type ElementwiseOptimizer, type SgdOptions } from '../../../lib/optim/index.js';
+import { adam, rmsprop, sgd, type AdamOptions, type ElementwiseOptimizer, type SgdOptions } from '../../../lib/optim/index.js';
 import { createBackend } from '../../../lib/runtime/index.js';
 import type { Backend } from '../../../lib/runtime/backend.js';
 import { computeGradients } from '../../../lib/train/gradients.js';
@@ -93,6 +93,30 @@ class RefAdam implements RefOptimizer {
   }
 }
 
+/**
+ * The K-BFGS papers' RMSprop (ALGORITHMS.md §7.2), written out independently: ĝ = g + τθ;
+ * m ← ρm + (1−ρ)ĝ; v ← βv + (1−β)m²; θ ← θ − α·m/(√v + ε).
+ */
+class RefRmsprop implements RefOptimizer {
+  private readonly m = new Map<string, Float64Array>();
+  private readonly v = new Map<string, Float64Array>();
+  constructor(private readonly o: { lr: number; momentum: number; decay: number; eps: number; l2: number }) {}
+
+  step(params: Map<string, Float64Array>, grads: Map<string, Float64Array>): void {
+    const { lr, momentum: rho, decay: beta, eps, l2 } = this.o;
+    for (const [name, theta] of params) {
+      const grad = grads.get(name)!;
+      if (!this.m.has(name)) { this.m.set(name, new Float64Array(theta.length)); this.v.set(name, new Float64Array(theta.length)); }
+      const m = this.m.get(name)!; const v = this.v.get(name)!;
+      for (let i = 0; i < theta.length; i++) {
+        m[i] = rho * m[i] + (1 - rho) * (grad[i] + l2 * theta[i]);
+        v[i] = beta * v[i] + (1 - beta) * m[i] * m[i];
+        theta[i] -= lr * m[i] / (Math.sqrt(v[i]) + eps);
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------------------
 
 interface Trajectory {
@@ -133,6 +157,10 @@ const CASES: Case[] = [
   adamCase('Adam lr 0.01, betas (0.8, 0.99), eps 0.01', { lr: 0.01, beta1: 0.8, beta2: 0.99, eps: 0.01 }, 'Adam lr 0.01'),
   adamCase('Adam lr 0.01, L2 weight decay 0.1', { lr: 0.01, weightDecay: 0.1 }, 'Adam lr 0.01'),
   adamCase('AdamW lr 0.01, decoupled weight decay 0.1', { lr: 0.01, weightDecay: 0.1, decoupledWeightDecay: true }, 'Adam lr 0.01, L2 weight decay 0.1'),
+  {
+    name: 'RMSprop (papers\' form) lr 0.01, L2 0.01', optimizer: () => rmsprop({ lr: 0.01, weightDecay: 0.01 }),
+    reference: () => new RefRmsprop({ lr: 0.01, momentum: 0.9, decay: 0.9, eps: 1e-8, l2: 0.01 }), without: 'Adam lr 0.01',
+  },
 ];
 
 describe('first-order optimizers against a float64 PyTorch-rule reference', () => {
