@@ -68,3 +68,27 @@ export function emitLoss(e: Emitter, spec: LossSpec, output: string, target: str
     }
   }
 }
+
+/**
+ * A target drawn from the model's predictive distribution at `output` (the true Fisher's, for
+ * KFAC, ALGORITHMS.md §7.4): Bernoulli(σ(x)) for bce-with-logits, Categorical(softmax(x)) for
+ * cross-entropy, and for mse (loss (x−t)², a Gaussian of variance ½) x + N(0, ½). Seeded, so a
+ * session draws the same sequence every time it is created.
+ */
+export function emitSampledTarget(e: Emitter, spec: LossSpec, output: string, seed = 0): string {
+  const dtype = e.dtypeOf(output);
+  switch (spec.kind) {
+    case 'bce-with-logits': {
+      const u = e.op('RandomUniformLike', [output], [A.float('seed', seed)]);
+      return e.op('Cast', [e.op('Less', [u, e.op('Sigmoid', [output])])], [A.int('to', dtype === 'float64' ? 11 : 1)]);
+    }
+    case 'cross-entropy': {
+      // Multinomial has float kernels only; logits are unnormalised log-probabilities.
+      const logits = dtype === 'float64' ? e.op('Cast', [output], [A.int('to', 1)]) : output;
+      const draws = e.op('Multinomial', [logits], [A.int('sample_size', 1), A.int('dtype', 7), A.float('seed', seed)]);
+      return e.op('Reshape', [draws, e.int64s([-1])]);
+    }
+    case 'mse':
+      return e.op('Add', [output, e.op('RandomNormalLike', [output], [A.float('scale', Math.SQRT1_2), A.float('seed', seed)])]);
+  }
+}

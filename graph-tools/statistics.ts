@@ -6,6 +6,7 @@
 //   ā      = mean of the rows of Ã          over batch and positions
 //   h̄, ḡ   = means of h and of g = M·∂L/∂h  over batch and positions
 //   A·v    = (1/M) Ãᵀ(Ã v)                  for v fed as an input, without forming A
+//   G      = (1/(M·T)) Σ g gᵀ               over batch and positions (KFAC's second factor)
 import type { Gradients } from './autodiff/index.js';
 import { axisPads, convAttrs, convKernelGradient } from './autodiff/conv.js';
 import type { Emitter } from './ir/emitter.js';
@@ -19,6 +20,8 @@ export interface StatisticsRequest {
   means?: boolean;
   /** (1/M) Ãᵀ(Ã v) [groups, d_a] for an input v [groups, d_a]. */
   hessianAction?: boolean;
+  /** G = (1/(M·T)) Σ g gᵀ per group, g = M·∂L/∂h (or ∂L/∂h as is): [groups, d_g, d_g]. */
+  gradientFactors?: boolean;
   /**
    * Whether ḡ is the mean of M·∂L/∂h (the per-sample gradient of a mean-reduced loss; default) or
    * of ∂L/∂h as is (a sum-reduced loss already is per sample; ALGORITHMS.md §1.1).
@@ -34,6 +37,7 @@ export interface LayerStatistics {
   gbar?: string;
   v?: string;
   av?: string;
+  g?: string;
 }
 
 export const statName = {
@@ -43,6 +47,7 @@ export const statName = {
   gbar: (l: string) => `kfqn:gbar:${l}`,
   v: (l: string) => `kfqn:v:${l}`,
   av: (l: string) => `kfqn:Av:${l}`,
+  g: (l: string) => `kfqn:G:${l}`,
 };
 
 /**
@@ -65,6 +70,7 @@ export function emitLayerStatistics(g: Graph, e: Emitter, layer: Layer, grads: G
     out.gbar = req.perSampleGradient === 'as-is' ? meanDh : e.op('Mul', [meanDh, batch]);
   }
   if (req.hessianAction) out.v = statName.v(layer.name);
+  if (req.gradientFactors) out.g = gradientFactor(e, layer, grads, req.perSampleGradient === 'as-is' ? undefined : batch);
   // A convolution's means and Hessian action come from two small convolutions each; only the
   // dense A factor needs the patch matrix (ALGORITHMS.md §4.2: O(M·T·d_a) instead of O(M·T·d_a²)).
   if (layer.kind === 'conv') {
@@ -84,6 +90,25 @@ export function emitLayerStatistics(g: Graph, e: Emitter, layer: Layer, grads: G
     out.av = e.op('Reshape', [av, e.int64s([layer.groups, layer.factors.a])]);
   }
   return out;
+}
+
+/**
+ * G = (c²/R)·DᵀD per group, D the R × d_g rows of ∂L/∂h (R = M·T) and c = M when g = M·∂L/∂h: the
+ * gradient-side Kronecker factor, from whatever loss the backward pass started at.
+ */
+function gradientFactor(e: Emitter, layer: Layer, grads: Gradients, batch: string | undefined): string {
+  const dh = grads.of(layer.preactivation);
+  if (!dh) throw new GraphError(`layer '${layer.name}' does not reach the loss`);
+  const { groups, factors: { g: dg } } = layer;
+  const dtype = e.dtypeOf(layer.input);
+  const rows = layer.kind === 'conv'
+    ? e.op('Reshape', [e.op('Transpose', [e.op('Reshape', [dh, e.int64s([0, groups, dg, -1])])], [A.ints('perm', [1, 0, 3, 2])]), e.int64s([groups, -1, dg])])
+    : e.op('Reshape', [dh, e.int64s([1, -1, dg])]);
+  const gram = groups === 1 ? e.unsqueeze(e.gemm(e.op('Reshape', [rows, e.int64s([-1, dg])]), e.op('Reshape', [rows, e.int64s([-1, dg])]), true, false), [0])
+    : e.op('MatMul', [e.op('Transpose', [rows], [A.ints('perm', [0, 2, 1])]), rows]);
+  const count = e.op('Cast', [e.op('Gather', [e.op('Shape', [rows]), e.int64s([1])], [A.int('axis', 0)])], [A.int('to', dtype === 'float64' ? 11 : 1)]);
+  const scale = batch ? e.op('Div', [e.op('Mul', [batch, batch]), count]) : e.op('Reciprocal', [count]);
+  return e.op('Mul', [gram, e.op('Reshape', [scale, e.int64s([1, 1, 1])])]);
 }
 
 /** The Conv's attributes for a convolution over the same windows (kernel from the layer). */

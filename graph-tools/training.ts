@@ -6,7 +6,7 @@ import { Emitter } from './ir/emitter.js';
 import { A, Graph, GraphError, type ValueInfo } from './ir/graph.js';
 import { inferShapes } from './ir/shapes.js';
 import { findLayers, requireLayers, type LayerReport } from './layers.js';
-import { emitLoss, targetType, type LossSpec } from './losses.js';
+import { emitLoss, emitSampledTarget, targetType, type LossSpec } from './losses.js';
 import { decomposeLayerNorms } from './layernorm.js';
 import { batchNormBuffers, bufferOutputName, type BatchNormMode, type BufferUpdate } from './batchnorm.js';
 import { emitLayerStatistics, statName, type LayerStatistics, type StatisticsRequest } from './statistics.js';
@@ -30,6 +30,11 @@ export interface TrainingGraphOptions extends LossSpec {
   output?: string;
   /** BatchNormalization: running statistics as constants (default), or batch statistics (batchnorm.ts). */
   batchnorm?: BatchNormMode;
+  /**
+   * true: the loss is taken against targets sampled from the model's predictive distribution
+   * (losses.ts emitSampledTarget; KFAC's Fisher statistics); the target input stays declared.
+   */
+  sampleTargets?: boolean;
   /** false: build no parameter gradients at all (a pass that needs only ∂L/∂h); default true. */
   parameterGradients?: boolean;
   capture?: Capture;
@@ -121,7 +126,7 @@ function lossGraph(model: onnx.IModelProto, opts: TrainingGraphOptions, differen
     return { name: p, type: { dtype: t.dtype, shape: t.dims } };
   });
   g.inputs = [...dataInputs, target, ...paramInputs, ...g.inputs.filter((v) => bn.initial.has(v.name))];
-  const { loss, dOutput } = emitLoss(e, opts, output.name, target.name);
+  const { loss, dOutput } = emitLoss(e, opts, output.name, opts.sampleTargets ? emitSampledTarget(e, opts, output.name) : target.name);
   g.outputs = [];
   return { g, e, report, initialParameters, buffers: bn.buffers, initialBuffers: bn.initial, dataInputs, target, output: { name: output.name, type: outType }, loss, dOutput };
 }
@@ -225,7 +230,7 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
       const names: LayerStatistics = {};
       const { groups, factors } = layer;
       const dtype = typeOf(layer.input).dtype;
-      const declare = (key: 'a' | 'abar' | 'hbar' | 'gbar' | 'av', shape: number[]) => {
+      const declare = (key: 'a' | 'abar' | 'hbar' | 'gbar' | 'av' | 'g', shape: number[]) => {
         if (!values[key]) return;
         names[key] = statName[key](layer.name);
         emitOut(values[key]!, names[key]!, dtype, shape);
@@ -235,6 +240,7 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
       declare('hbar', [groups * factors.g]);
       declare('gbar', [groups * factors.g]);
       declare('av', [groups, factors.a]);
+      declare('g', [groups, factors.g, factors.g]);
       if (values.v) {
         names.v = values.v;
         g.inputs.push({ name: values.v, type: { dtype, shape: [groups, factors.a] } });

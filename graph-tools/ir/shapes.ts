@@ -134,7 +134,9 @@ function inferNode(g: Graph, node: Node, known: Map<string, Known>): void {
     case 'Softmax': case 'LogSoftmax': case 'Neg': case 'Exp': case 'Log': case 'Abs': case 'Sqrt': case 'Reciprocal': case 'Clip': case 'Sign':
     // Elementwise ops kfqn does not differentiate but lets stand off the gradient path.
     case 'Erf': case 'Sin': case 'Cos': case 'Floor': case 'Ceil': case 'Round':
-    case 'HardSigmoid': case 'HardSwish': case 'Selu': case 'Gelu': case 'Mish': case 'Softsign': case 'ThresholdedRelu': {
+    case 'HardSigmoid': case 'HardSwish': case 'Selu': case 'Gelu': case 'Mish': case 'Softsign': case 'ThresholdedRelu':
+    // Random draws shaped like their input (sampled targets, losses.ts).
+    case 'RandomUniformLike': case 'RandomNormalLike': {
       set(0, inT(0));
       if (node.opType === 'Identity' && kv(0)) known.set(node.outputs[0], kv(0)!);
       return;
@@ -198,6 +200,9 @@ function inferNode(g: Graph, node: Node, known: Map<string, Known>): void {
       }
       return;
     }
+    case 'Multinomial':
+      set(0, { dtype: 'int64', shape: [inS(0)[0], attrInt(node, 'sample_size', 1)] });
+      return;
     case 'Cast': {
       const to = attrInt(node, 'to', 1);
       const t = inT(0);

@@ -174,3 +174,60 @@ describe('losses against closed forms (float64)', () => {
     });
   });
 });
+
+// KFAC's Fisher statistics take the loss against targets drawn from the model itself. At the
+// output layer g = per-sample ∂ℓ/∂z, and E[g gᵀ] over the draws has a closed form per loss:
+// bce: diag σ(1−σ); cross-entropy: diag p − p pᵀ; mse (ℓ = (z−t)², t ~ N(z, ½)): 2·I. Averaged
+// over many session runs (fresh draws each run), the G factor must approach that mean.
+describe('graph-tools/losses: targets sampled from the model (sampleTargets)', () => {
+  let backend: Backend;
+  before(async () => { backend = await createBackend('cpu'); });
+  const n = 6; const c = 3; const runs = 400;
+  const closedForms: Record<LossKind, (z: Float64Array) => number[]> = {
+    'bce-with-logits': (z) => fisherMean(n, c, (i, p, q) => { const s = 1 / (1 + Math.exp(-z[i * c + p])); return p === q ? s * (1 - s) : 0; }),
+    'cross-entropy': (z) => fisherMean(n, c, (i, p, q) => {
+      const row = Array.from({ length: c }, (_, j) => Math.exp(z[i * c + j]));
+      const sum = row.reduce((a, b) => a + b, 0);
+      return (p === q ? row[p] / sum : 0) - (row[p] / sum) * (row[q] / sum);
+    }),
+    mse: () => fisherMean(n, c, (_i, p, q) => (p === q ? 2 : 0)),
+  };
+  for (const kind of LOSSES) {
+    it(`${kind}: the mean G over ${runs} draws approaches the Fisher's closed form`, async () => {
+      const { buildTrainingGraph, encodeModel } = await import('../../graph-tools/index.js');
+      const s = gemmLogits(91, n, 4, c, 1.5);
+      const tg = buildTrainingGraph(s.b.model(s.output), {
+        kind, reduction: 'per-sample-sum', sampleTargets: true, parameterGradients: false,
+        capture: { gradients: false, statistics: { gradientFactors: true } },
+      });
+      const session = await backend.createSession(encodeModel(tg.toModel()), { name: 'sampled Fisher' });
+      const feeds = {
+        x: backend.tensor('float32', s.b.data.x.data as Float32Array, s.b.data.x.dims),
+        // The real target is declared but ignored: garbage must not change anything.
+        [tg.target.name]: kind === 'cross-entropy' ? backend.tensor('int64', new BigInt64Array(n).fill(99n), [n]) : backend.tensor('float32', new Float32Array(n * c).fill(1e6), [n, c]),
+        ...Object.fromEntries([...tg.initialParameters].map(([p, t]) => [p, backend.tensor('float32', t.data as Float32Array, t.dims)])),
+      };
+      const name = tg.outputs.statistics.get(tg.report.layers[0].name)!.g!;
+      const mean = new Float64Array(c * c);
+      const first = Array.from((await session.run(feeds))[name].data as Float32Array);
+      let differs = false;
+      for (let r = 0; r < runs; r++) {
+        const g = (await session.run(feeds))[name].data as Float32Array;
+        g.forEach((v, k) => { mean[k] += v / runs; });
+        if (g.some((v, k) => v !== first[k])) differs = true;
+      }
+      await session.release();
+      expect(differs, 'each run draws new targets').to.equal(true);
+      const expected = closedForms[kind](s.logits);
+      const scale = Math.max(...expected.map(Math.abs));
+      for (let k = 0; k < c * c; k++) expect(Math.abs(mean[k] - expected[k]), `G[${k}]`).to.be.below(0.08 * scale);
+    });
+  }
+});
+
+/** (1/n) Σ_i F_i[p][q] as a row-major c × c matrix. */
+function fisherMean(n: number, c: number, f: (i: number, p: number, q: number) => number): number[] {
+  const out: number[] = [];
+  for (let p = 0; p < c; p++) for (let q = 0; q < c; q++) { let s = 0; for (let i = 0; i < n; i++) s += f(i, p, q); out.push(s / n); }
+  return out;
+}

@@ -56,7 +56,7 @@ const cases: Case[] = [
 async function run(backend: Backend, model: onnx.ModelProto, inputs: Record<string, TensorData>, rng: Rng) {
   const tg = buildTrainingGraph(model, {
     kind: 'mse', reduction: 'per-sample-sum',
-    capture: { activations: true, preactivations: true, preactivationGradients: true, statistics: { factors: true, means: true, hessianAction: true } },
+    capture: { activations: true, preactivations: true, preactivationGradients: true, statistics: { factors: true, means: true, hessianAction: true, gradientFactors: true } },
   });
   const session = await backend.createSession(encodeModel(tg.toModel()), { name: 'statistics' });
   const feeds: Record<string, Tensor> = {};
@@ -133,6 +133,19 @@ describe('graph-tools/statistics: per-layer Kronecker statistics in the graph', 
     // ∂L/∂h at (row k of the group's Ã, output channel o): conv h is [N, C_out, T], linear [rows, out].
     const dhAt = (k: number, o: number) => (c.conv ? dh[Math.floor(k / positions) * outs * positions + o * positions + (k % positions)] : dh[k * outs + o]);
     const wAt = (o: number, p: number) => (layer.weightLayout === 'out-in' ? gW[o * d + p] : gW[p * outs + o]);
+    // G = (1/(M·T)) Σ g gᵀ per group over the rows (sample, position), g = M·∂L/∂h.
+    const rowCount = N * positions;
+    const refG: number[] = [];
+    for (let g = 0; g < layer.groups; g++) {
+      for (let p = 0; p < layer.factors.g; p++) {
+        for (let q = 0; q < layer.factors.g; q++) {
+          let sum = 0;
+          for (let k = 0; k < rowCount; k++) sum += N * dhAt(k, g * layer.factors.g + p) * N * dhAt(k, g * layer.factors.g + q);
+          refG.push(sum / rowCount);
+        }
+      }
+    }
+    expect(relError(get(names.g!), refG), 'G').to.be.below(1e-5);
     rows.forEach((gr, g) => {
       for (let o = g * perGroup; o < (g + 1) * perGroup; o++) {
         for (let p = 0; p < da; p++) {
