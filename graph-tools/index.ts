@@ -13,3 +13,4 @@ export { statName, type StatisticsRequest, type LayerStatistics } from './statis
 export { BATCHNORM_MODES, bufferOutputName, type BatchNormMode, type BufferUpdate } from './batchnorm.js';
 export { emitBfgsInverseUpdate, emitDoubleDamping, emitPrecondition, emitHessianActionPair, emitRegularizedInverse, kernelModel } from './kernels/bfgs.js';
 export { emitLbfgsApply, emitLbfgsPush, emitLbfgsGamma, emptyLbfgsState } from './kernels/lbfgs.js';
+export { emitInverseRoot, type InverseRootOptions } from './kernels/roots.js';

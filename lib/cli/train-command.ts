@@ -6,7 +6,7 @@ import { limit, split, type Dataset } from '../data/index.js';
 import { readModelFile, writeFileAtomic } from '../io/files.js';
 import { DEFAULT_MODEL, packageRoot } from '../io/package-root.js';
 import { adam, rmsprop, sgd } from '../optim/index.js';
-import { kbfgs, kbfgsL } from '../optim/kbfgs.js';
+import { kbfgs, kbfgsL, kfac, shampoo } from '../optim/index.js';
 import { createBackend } from '../runtime/node.js';
 import { Trainer, type StepInfo } from '../train/trainer.js';
 import { Progress } from './progress.js';
@@ -64,7 +64,9 @@ export async function train(args: string[]): Promise<void> {
     optimizer: { type: 'string' }, lr: { type: 'string' }, momentum: { type: 'string' }, nesterov: { type: 'boolean' },
     beta1: { type: 'string' }, beta2: { type: 'string' }, eps: { type: 'string' },
     'weight-decay': { type: 'string' }, 'decoupled-weight-decay': { type: 'boolean' },
-    damping: { type: 'string' }, history: { type: 'string' }, 'stat-decay': { type: 'string' }, 'damping-mode': { type: 'string' }, 'no-warm-start': { type: 'boolean' },
+    damping: { type: 'string' }, history: { type: 'string' }, 'stat-decay': { type: 'string' }, 'damping-mode': { type: 'string' },
+    'warm-start': { type: 'boolean' }, 'no-warm-start': { type: 'boolean' }, 'stat-interval': { type: 'string' }, 'inverse-interval': { type: 'string' },
+    'root-interval': { type: 'string' }, 'root-iterations': { type: 'string' }, fisher: { type: 'string' },
     ep: { type: 'string' }, log: { type: 'string' }, out: { type: 'string', short: 'o' }, quiet: { type: 'boolean' },
   }, 1);
   if (values.help) return void console.log(HELP);
@@ -75,7 +77,7 @@ export async function train(args: string[]): Promise<void> {
   const loss = lossFrom(values, isDefault ? 'bce-with-logits' : targetKind === 'label' ? 'cross-entropy' : 'mse');
   if (isDefault && values.reduction === undefined) loss.reduction = 'per-sample-sum';
 
-  const name = oneOf(values.optimizer, ['sgd', 'adam', 'rmsprop', 'kbfgs', 'kbfgs-l'] as const, '--optimizer', 'adam');
+  const name = oneOf(values.optimizer, OPTIMIZERS, '--optimizer', 'adam');
   const optimizer = makeOptimizer(name, values);
   let data = loadDataSpec((values.data as string | undefined) ?? 'mnist', 'train');
   const lim = number(values.limit, '--limit', { integer: true, min: 1 });
@@ -134,32 +136,54 @@ export async function train(args: string[]): Promise<void> {
   }
 }
 
-function makeOptimizer(name: 'sgd' | 'adam' | 'rmsprop' | 'kbfgs' | 'kbfgs-l', values: Record<string, unknown>) {
-  const only = (flags: string[], who: string) => {
-    for (const f of flags) if (values[f] !== undefined) throw new UsageError(`--${f} is not an option of ${name} (it is for ${who})`);
-  };
-  const lr = number(values.lr, '--lr', { min: 0 });
-  const weightDecay = number(values['weight-decay'], '--weight-decay', { min: 0 });
-  if (name === 'kbfgs' || name === 'kbfgs-l') {
-    only(['nesterov', 'beta1', 'beta2', 'eps', 'decoupled-weight-decay'], 'sgd/adam');
-    if (name === 'kbfgs') only(['history'], 'kbfgs-l');
-    const o = defined({
-      lr, weightDecay, damping: number(values.damping, '--damping', { min: 0 }), momentum: number(values.momentum, '--momentum', { min: 0 }),
-      statDecay: number(values['stat-decay'], '--stat-decay', { min: 0 }),
-      dampingMode: values['damping-mode'] === undefined ? undefined : oneOf(values['damping-mode'], ['neurips', 'lm'] as const, '--damping-mode'),
-    });
-    const warmStart = values['no-warm-start'] !== true;
-    return name === 'kbfgs' ? kbfgs({ ...o, warmStart }) : kbfgsL({ ...o, warmStart, ...defined({ history: number(values.history, '--history', { integer: true, min: 1 }) }) });
+const OPTIMIZERS = ['sgd', 'adam', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'] as const;
+type OptimizerName = (typeof OPTIMIZERS)[number];
+
+/** Which optimizers take each optimizer-specific flag (the rest take --lr, --weight-decay, --decoupled-weight-decay). */
+const FLAG_OWNERS: Record<string, readonly OptimizerName[]> = {
+  momentum: ['sgd', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], nesterov: ['sgd'], beta1: ['adam'], beta2: ['adam', 'rmsprop'],
+  eps: ['adam', 'rmsprop', 'shampoo'], damping: ['kfac', 'kbfgs', 'kbfgs-l'], history: ['kbfgs-l'], 'damping-mode': ['kbfgs', 'kbfgs-l'],
+  'stat-decay': ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'warm-start': ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'no-warm-start': ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'],
+  'stat-interval': ['kfac', 'shampoo'], 'inverse-interval': ['kfac'], fisher: ['kfac'], 'root-interval': ['shampoo'], 'root-iterations': ['shampoo'],
+};
+
+function makeOptimizer(name: OptimizerName, values: Record<string, unknown>) {
+  for (const [flag, owners] of Object.entries(FLAG_OWNERS)) {
+    if (values[flag] !== undefined && !owners.includes(name)) throw new UsageError(`--${flag} is not an option of ${name} (it is for ${owners.join(', ')})`);
   }
-  only(['damping', 'history', 'stat-decay', 'damping-mode', 'no-warm-start'], 'kbfgs');
-  const common = defined({ lr, weightDecay, decoupledWeightDecay: values['decoupled-weight-decay'] === true });
-  if (name === 'sgd') return sgd({ ...common, ...defined({ momentum: number(values.momentum, '--momentum', { min: 0 }), nesterov: values.nesterov === true }) });
-  if (name === 'rmsprop') {
-    only(['nesterov', 'beta1'], 'sgd/adam');
-    return rmsprop({ ...common, ...defined({ momentum: number(values.momentum, '--momentum', { min: 0 }), decay: number(values.beta2, '--beta2'), eps: number(values.eps, '--eps', { min: 0 }) }) });
+  if (values['warm-start'] && values['no-warm-start']) throw new UsageError('--warm-start and --no-warm-start contradict each other');
+  const num = (flag: string, opts: { integer?: boolean; min?: number } = { min: 0 }) => number(values[flag], `--${flag}`, opts);
+  const int = (flag: string) => num(flag, { integer: true, min: 1 });
+  const common = defined({
+    lr: num('lr'), weightDecay: num('weight-decay'), decoupledWeightDecay: values['decoupled-weight-decay'] === true, momentum: num('momentum'),
+  });
+  const curvature = { ...common, ...defined({ statDecay: num('stat-decay'), warmStart: values['no-warm-start'] === true ? false : undefined }) };
+  switch (name) {
+    case 'kbfgs': case 'kbfgs-l': {
+      const o = {
+        ...curvature, ...defined({
+          damping: num('damping'),
+          dampingMode: values['damping-mode'] === undefined ? undefined : oneOf(values['damping-mode'], ['neurips', 'lm'] as const, '--damping-mode'),
+        }),
+      };
+      return name === 'kbfgs' ? kbfgs(o) : kbfgsL({ ...o, ...defined({ history: int('history') }) });
+    }
+    case 'kfac':
+      return kfac({
+        ...curvature, ...defined({
+          damping: num('damping'), statInterval: int('stat-interval'), inverseInterval: int('inverse-interval'),
+          fisher: values.fisher === undefined ? undefined : oneOf(values.fisher, ['sampled', 'empirical'] as const, '--fisher'),
+        }),
+      });
+    case 'shampoo':
+      return shampoo({ ...curvature, ...defined({ epsilon: num('eps'), statInterval: int('stat-interval'), rootInterval: int('root-interval'), rootIterations: int('root-iterations') }) });
+    case 'sgd': return sgd({ ...common, ...defined({ nesterov: values.nesterov === true }) });
+    case 'rmsprop': return rmsprop({ ...common, ...defined({ decay: num('beta2', {}), eps: num('eps') }) });
+    case 'adam': {
+      const { momentum: _, ...rest } = common;
+      return adam({ ...rest, ...defined({ beta1: num('beta1', {}), beta2: num('beta2', {}), eps: num('eps') }) });
+    }
   }
-  only(['momentum', 'nesterov'], 'sgd (Adam uses --beta1)');
-  return adam({ ...common, ...defined({ beta1: number(values.beta1, '--beta1'), beta2: number(values.beta2, '--beta2'), eps: number(values.eps, '--eps', { min: 0 }) }) });
 }
 
 function defined<T extends Record<string, unknown>>(o: T): Partial<T> {

@@ -8,142 +8,36 @@
 // Plus an initialisation graph H_a⁰ = (A + λ_A·I)⁻¹ and the statistics graph for A's warm start.
 import {
   A, buildTrainingGraph, emitBfgsInverseUpdate, emitDoubleDamping, emitLbfgsApply, emitLbfgsPush, emitPrecondition,
-  emitRegularizedInverse, Emitter, Graph, GraphError, type DataType, type Layer, type onnx, type TrainingGraph, type TrainingGraphOptions,
+  emitRegularizedInverse, GraphError, type DataType, type Layer, type onnx, type TrainingGraph, type TrainingGraphOptions,
 } from '../../graph-tools/index.js';
 import type { KroneckerOptimizer } from './kbfgs.js';
+import { buildPreconditionedStepGraph, declare, kernelGraph, kname, layerDims, type StepGraph } from './preconditioned-step.js';
 
-export const kname = {
-  momentum: (p: string) => `kfqn:m:${p}`,
-  newMomentum: (p: string) => `kfqn:new-m:${p}`,
-  newParam: (p: string) => `kfqn:new:${p}`,
-  A: (l: string) => `kfqn:state-A:${l}`,
-  newA: (l: string) => `kfqn:new-A:${l}`,
-  Ha: (l: string) => `kfqn:Ha:${l}`,
-  Hg: (l: string) => `kfqn:Hg:${l}`,
-  S: (l: string) => `kfqn:S:${l}`,
-  Y: (l: string) => `kfqn:Y:${l}`,
-  rho: (l: string) => `kfqn:rho:${l}`,
-  sbar: (l: string) => `kfqn:sbar:${l}`,
-  ybar: (l: string) => `kfqn:ybar:${l}`,
-  hbar: (l: string) => `kfqn:hbar:${l}`,
-  gbar: (l: string) => `kfqn:gbar:${l}`,
-  abar: (l: string) => `kfqn:abar:${l}`,
-  hbar2: (l: string) => `kfqn:hbar2:${l}`,
-  gbar2: (l: string) => `kfqn:gbar2:${l}`,
-  next: (name: string) => `${name}:next`,
-  powell: (l: string) => `kfqn:powell:${l}`,
-  acceptedG: (l: string) => `kfqn:accepted-g:${l}`,
-  acceptedA: (l: string) => `kfqn:accepted-a:${l}`,
-  scalar: (s: string) => `kfqn:scalar:${s}`,
-};
-
-/** The scalars fed to the direction graph each step. */
-export const DIRECTION_SCALARS = ['neglr', 'betaA', 'oneMinusBetaA', 'l2', 'rho', 'oneMinusRho'] as const;
-
-/** Shapes of one layer's curvature state: [groups, d_g, d_g], [groups, d_a, d_a], ... */
-export function layerDims(l: Layer) {
-  return { G: l.groups, dg: l.factors.g, da: l.factors.a, d: l.inFeatures };
-}
-
-function declare(g: Graph, name: string, dtype: DataType, shape: number[], as: 'input' | 'output', value?: string): void {
-  if (as === 'input') {
-    g.inputs.push({ name, type: { dtype, shape } });
-    g.types.set(name, { dtype, shape });
-  } else {
-    g.add('Identity', [value!], [], [name]);
-    g.outputs.push({ name, type: { dtype, shape } });
-  }
-}
-
-/** [G, d_g, d_a] matrix X = [m_W | m_b] of a layer from its weight and bias values. */
-function layerMatrix(e: Emitter, l: Layer, w: string, b: string | undefined): string {
-  const { G, dg, d } = layerDims(l);
-  const weight = l.weightLayout === 'in-out' && l.kind !== 'conv' ? e.op('Transpose', [w], [A.ints('perm', [1, 0])]) : w;
-  const xw = e.op('Reshape', [weight, e.int64s([G, dg, d])]);
-  return b ? e.op('Concat', [xw, e.op('Reshape', [b, e.int64s([G, dg, 1])])], [A.int('axis', 2)]) : xw;
-}
-
-/** Splits D [G, d_g, d_a] back into the weight's own layout and the bias [C_out]. */
-function splitMatrix(e: Emitter, l: Layer, D: string, weightDims: number[]): { w: string; b?: string } {
-  const { G, dg, d } = layerDims(l);
-  const cols = (from: number, to: number) => e.op('Slice', [D, e.int64s([from]), e.int64s([to]), e.int64s([2])]);
-  const dw = l.bias ? cols(0, d) : D;
-  const w = l.weightLayout === 'in-out' && l.kind !== 'conv'
-    ? e.op('Transpose', [e.op('Reshape', [dw, e.int64s([dg, d])])], [A.ints('perm', [1, 0])])
-    : e.op('Reshape', [dw, e.int64s(weightDims)]);
-  return { w, b: l.bias ? e.op('Reshape', [cols(d, d + 1), e.int64s([G * dg])]) : undefined };
-}
-
-export interface DirectionGraph {
-  training: TrainingGraph;
-  model: onnx.ModelProto;
-  /** Kronecker layers (Gemm, MatMul, Conv) and the parameters updated by the momentum direction. */
-  layers: Layer[];
-  plainParameters: string[];
-}
+export { kname, layerDims };
 
 /** Graph 1: loss, θ⁺, new momentum, new A and the means, in one run. */
-export function buildDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, opt: KroneckerOptimizer): DirectionGraph {
-  const tg = buildTrainingGraph(model, { ...spec, capture: { gradients: false, statistics: { factors: true, means: true } } });
-  const g = tg.graph;
-  const e = tg.emitter;
-  // The batch A factors stay inside: only their EMA leaves the graph.
-  g.outputs = g.outputs.filter((o) => !o.name.startsWith('kfqn:A:'));
-  const layers = tg.report.layers;
-  if (opt.history !== undefined && layers.some((l) => l.groups > 1)) {
-    throw new GraphError(`${spec.source ?? 'model'}: K-BFGS(L) does not support grouped convolutions yet; use kbfgs`);
-  }
-  const dtype = tg.initialParameters.values().next().value!.dtype;
-  const scalar = (s: (typeof DIRECTION_SCALARS)[number]) => kname.scalar(s);
-  for (const s of DIRECTION_SCALARS) declare(g, scalar(s), dtype, [], 'input');
-
-  // ĝ = ∇L + τθ;  m' = ρ·m + (1−ρ)·ĝ  (ALGORITHMS.md §2.4)
-  const newMomentum = new Map<string, string>();
-  for (const [p, t] of tg.initialParameters) {
-    const grad = tg.grads.of(p);
-    if (!grad) continue;
-    declare(g, kname.momentum(p), t.dtype, t.dims, 'input');
-    const gHat = e.op('Add', [grad, e.op('Mul', [p, scalar('l2')])]);
-    newMomentum.set(p, e.op('Add', [e.op('Mul', [kname.momentum(p), scalar('rho')]), e.op('Mul', [gHat, scalar('oneMinusRho')])]));
-    declare(g, kname.newMomentum(p), t.dtype, t.dims, 'output', newMomentum.get(p));
-  }
-  const step = (p: string, direction: string) => {
-    const t = tg.initialParameters.get(p)!;
-    declare(g, kname.newParam(p), t.dtype, t.dims, 'output', e.op('Add', [p, e.op('Mul', [direction, scalar('neglr')])]));
-  };
-  const inLayers = new Set<string>();
-  for (const l of layers) {
+export function buildDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, opt: KroneckerOptimizer): StepGraph {
+  return buildPreconditionedStepGraph(model, spec, { factors: true, means: true }, ({ g, e, layer: l, dtype, X, statistics, scalar }) => {
+    if (opt.history !== undefined && l.groups > 1) {
+      throw new GraphError(`${spec.source ?? 'model'}: layer '${l.name}' is a grouped convolution; K-BFGS(L) does not support those yet, use kbfgs`);
+    }
     const { G, dg, da } = layerDims(l);
-    const stats = tg.outputs.statistics.get(l.name)!;
-    const mW = newMomentum.get(l.weight);
-    const mB = l.bias ? newMomentum.get(l.bias) : undefined;
-    if (!mW || (l.bias && !mB)) continue; // a layer that does not reach the loss keeps its values
-    inLayers.add(l.weight); if (l.bias) inLayers.add(l.bias);
     declare(g, kname.A(l.name), dtype, [G, da, da], 'input');
     declare(g, kname.Ha(l.name), dtype, [G, da, da], 'input');
     // A' = β_A·A + (1 − β_A)·A_batch  (β_A = 1 at the first step: A came from the warm start)
-    const newA = e.op('Add', [e.op('Mul', [kname.A(l.name), scalar('betaA')]), e.op('Mul', [stats.a!, scalar('oneMinusBetaA')])]);
+    const newA = e.op('Add', [e.op('Mul', [kname.A(l.name), scalar('beta')]), e.op('Mul', [statistics.a!, scalar('oneMinusBeta')])]);
     declare(g, kname.newA(l.name), dtype, [G, da, da], 'output', newA);
-    const X = layerMatrix(e, l, mW, mB);
-    let D: string;
     if (opt.history === undefined) {
       declare(g, kname.Hg(l.name), dtype, [G, dg, dg], 'input');
-      D = emitPrecondition(e, kname.Hg(l.name), X, kname.Ha(l.name));
-    } else {
-      declare(g, kname.S(l.name), dtype, [opt.history, dg], 'input');
-      declare(g, kname.Y(l.name), dtype, [opt.history, dg], 'input');
-      declare(g, kname.rho(l.name), dtype, [opt.history], 'input');
-      const X2 = e.op('Reshape', [X, e.int64s([dg, da])]);
-      const HgX = emitLbfgsApply(e, X2, kname.S(l.name), kname.Y(l.name), kname.rho(l.name), 1, { memory: opt.history, dtype });
-      D = e.op('MatMul', [e.op('Reshape', [HgX, e.int64s([1, dg, da])]), kname.Ha(l.name)]);
+      return emitPrecondition(e, kname.Hg(l.name), X, kname.Ha(l.name));
     }
-    const parts = splitMatrix(e, l, D, tg.initialParameters.get(l.weight)!.dims);
-    step(l.weight, parts.w);
-    if (l.bias) step(l.bias, parts.b!);
-  }
-  const plainParameters = [...newMomentum.keys()].filter((p) => !inLayers.has(p));
-  for (const p of plainParameters) step(p, newMomentum.get(p)!);
-  return { training: tg, model: g.toModel(), layers: layers.filter((l) => inLayers.has(l.weight)), plainParameters };
+    declare(g, kname.S(l.name), dtype, [opt.history, dg], 'input');
+    declare(g, kname.Y(l.name), dtype, [opt.history, dg], 'input');
+    declare(g, kname.rho(l.name), dtype, [opt.history], 'input');
+    const X2 = e.op('Reshape', [X, e.int64s([dg, da])]);
+    const HgX = emitLbfgsApply(e, X2, kname.S(l.name), kname.Y(l.name), kname.rho(l.name), 1, { memory: opt.history, dtype });
+    return e.op('MatMul', [e.op('Reshape', [HgX, e.int64s([1, dg, da])]), kname.Ha(l.name)]);
+  });
 }
 
 /** Graph 2: the means h̄⁺, ḡ⁺ at θ⁺ (no parameter gradients leave the graph). */
@@ -158,9 +52,7 @@ export function buildFactorGraph(model: onnx.ModelProto, spec: Omit<TrainingGrap
 
 /** Initialisation: H_a⁰ = (A + λ_A·I)⁻¹ per layer and group. */
 export function buildInitGraph(layers: Layer[], lambdaA: number, dtype: DataType): onnx.ModelProto {
-  const g = new Graph();
-  g.opset = 13;
-  const e = new Emitter(g);
+  const { g, e } = kernelGraph();
   for (const l of layers) {
     const { G, da } = layerDims(l);
     declare(g, kname.A(l.name), dtype, [G, da, da], 'input');
@@ -171,9 +63,7 @@ export function buildInitGraph(layers: Layer[], lambdaA: number, dtype: DataType
 
 /** Graph 3: curvature updates of every layer from the two passes' means. */
 export function buildUpdateGraph(layers: Layer[], opt: KroneckerOptimizer, dtype: DataType): onnx.ModelProto {
-  const g = new Graph();
-  g.opset = 13;
-  const e = new Emitter(g);
+  const { g, e } = kernelGraph();
   const o = opt.options;
   const lambdaA = Math.sqrt(o.damping);
   const k = (v: number) => e.constant(v, dtype);

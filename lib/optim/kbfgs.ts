@@ -18,6 +18,8 @@ export interface KbfgsOptions {
   momentum?: number;
   /** τ: L2 coefficient added to the gradient (default 1e-5). */
   weightDecay?: number;
+  /** Apply τ as decoupled weight decay θ ← θ − α·τ·θ instead of L2 in the gradient (default false). */
+  decoupledWeightDecay?: boolean;
   /** μ1 of Powell damping (default 0.2). */
   powell?: number;
   /** The second damping step: the NeurIPS form (default) or Levenberg–Marquardt. */
@@ -38,7 +40,7 @@ export interface KroneckerOptimizer {
 function resolve(o: KbfgsOptions): Required<KbfgsOptions> {
   const r = {
     lr: 0.3, damping: 0.3, statDecay: 0.9, pairDecay: 0.9, momentum: 0.9, weightDecay: 1e-5, powell: 0.2,
-    dampingMode: 'neurips' as DampingMode, warmStart: true, ...o,
+    dampingMode: 'neurips' as DampingMode, warmStart: true, decoupledWeightDecay: false, ...o,
   };
   for (const [k, v] of Object.entries({ lr: r.lr, damping: r.damping, weightDecay: r.weightDecay })) {
     if (!(v >= 0) || !Number.isFinite(v)) throw new RangeError(`${k} must be a finite number ≥ 0, got ${v}`);

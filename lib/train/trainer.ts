@@ -4,15 +4,17 @@ import { buildEvaluationGraph, encodeModel, withTrainedParameters, type BatchNor
 import { batches, type Batch, type Dataset } from '../data/index.js';
 import type { ElementwiseOptimizer } from '../optim/optimizer.js';
 import type { KroneckerOptimizer } from '../optim/kbfgs.js';
+import type { FactoredOptimizer } from '../optim/kfac.js';
 import { ElementwiseEngine, type EngineStep } from './elementwise-engine.js';
 import { KroneckerEngine } from './kronecker-engine.js';
+import { FactoredEngine } from './factored-engine.js';
 import type { Backend, Session, Tensor, TensorArray } from '../runtime/backend.js';
 import { InputError } from '../errors.js';
 
 export type TargetKind = 'label' | 'input';
 
 export interface TrainerOptions extends LossSpec {
-  optimizer: ElementwiseOptimizer | KroneckerOptimizer;
+  optimizer: ElementwiseOptimizer | KroneckerOptimizer | FactoredOptimizer;
   /** 'label': the dataset's class labels; 'input': the input itself (autoencoders). */
   target?: TargetKind;
   /** The model output the loss applies to (default the first). */
@@ -60,6 +62,10 @@ interface Engine {
   readonly training: Pick<TrainingGraph, 'dataInputs' | 'target' | 'output'>;
   step(data: Record<string, Tensor>, t: number): Promise<EngineStep>;
   release(): Promise<void>;
+  /** Engines with curvature state set up from data: the warm start, or the first batch. */
+  readonly initialized?: boolean;
+  readonly wantsWarmStart?: boolean;
+  initialise?(batchFeeds: Iterable<Record<string, Tensor>>): Promise<void>;
 }
 
 export class Trainer {
@@ -75,15 +81,12 @@ export class Trainer {
     private readonly model: onnx.ModelProto,
     private readonly engine: Engine,
     private readonly options: TrainerOptions,
-    private readonly kronecker?: KroneckerEngine,
   ) {}
 
   static async create(backend: Backend, model: onnx.ModelProto, options: TrainerOptions): Promise<Trainer> {
     const spec = graphOptions(options);
-    if (options.optimizer.kind === 'kronecker') {
-      const engine = await KroneckerEngine.create(backend, model, spec, options.optimizer);
-      return new Trainer(backend, model, engine, options, engine);
-    }
+    if (options.optimizer.kind === 'kronecker') return new Trainer(backend, model, await KroneckerEngine.create(backend, model, spec, options.optimizer), options);
+    if (options.optimizer.kind === 'factored') return new Trainer(backend, model, await FactoredEngine.create(backend, model, spec, options.optimizer), options);
     return new Trainer(backend, model, await ElementwiseEngine.create(backend, model, spec, options.optimizer), options);
   }
 
@@ -108,22 +111,23 @@ export class Trainer {
   }
 
   /**
-   * K-BFGS's warm start of A (ALGORITHMS.md §3.3): the mean of the batch factors over `data` in
-   * file order. Without it, A comes from the first training batch. No-op for other optimizers.
+   * The warm start of K-BFGS's A, KFAC's and Shampoo's factors (ALGORITHMS.md §3.3, §7): the mean
+   * of the batch factors over `data` in file order. Without it, they come from the first training
+   * batch. No-op for other optimizers.
    */
   async warmStart(data: Dataset, batchSize: number): Promise<void> {
-    if (!this.kronecker) return;
-    const feeds = [...batches(data, { batchSize, shuffle: false, seed: 0, epoch: 0 })].map((b) => this.batchFeeds(b));
-    await this.kronecker.initialise(feeds);
+    if (!this.engine.initialise) return;
+    const feeds = (function* (self: Trainer) {
+      for (const b of batches(data, { batchSize, shuffle: false, seed: 0, epoch: 0 })) yield self.batchFeeds(b);
+    })(this);
+    await this.engine.initialise(feeds);
   }
 
   async fit(data: Dataset, options: FitOptions): Promise<FitResult> {
     const epochs = options.epochs ?? (options.steps ? Infinity : 1);
     const maxSteps = options.steps ?? Infinity;
     if (!(options.batchSize >= 1)) throw new InputError('batch size must be ≥ 1');
-    if (this.kronecker && !this.kronecker.initialized && (this.options.optimizer as KroneckerOptimizer).options.warmStart) {
-      await this.warmStart(data, options.batchSize);
-    }
+    if (this.engine.initialise && !this.engine.initialized && this.engine.wantsWarmStart) await this.warmStart(data, options.batchSize);
     const start = performance.now();
     let steps = 0; let epoch = 0; let finalLoss = NaN;
     for (; epoch < epochs && steps < maxSteps; epoch++) {

@@ -147,3 +147,50 @@ export function relMaxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   for (let i = 0; i < b.length; i++) { d = Math.max(d, Math.abs(a[i] - b[i])); m = Math.max(m, Math.abs(b[i])); }
   return d / m;
 }
+
+/** Eigen-decomposition of a symmetric matrix by cyclic Jacobi rotations: a = V·diag(values)·Vᵀ. */
+export function symmetricEigen(a: Mat): { values: Float64Array; vectors: Mat } {
+  const n = a.rows;
+  const m = mat(n, n, a.data);
+  const v = identity(n);
+  for (let sweep = 0; sweep < 100; sweep++) {
+    let off = 0;
+    for (let p = 0; p < n; p++) for (let q = p + 1; q < n; q++) off += at(m, p, q) ** 2;
+    if (off < 1e-30) break;
+    for (let p = 0; p < n; p++) {
+      for (let q = p + 1; q < n; q++) {
+        const apq = at(m, p, q);
+        if (Math.abs(apq) < 1e-300) continue;
+        const theta = (at(m, q, q) - at(m, p, p)) / (2 * apq);
+        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
+        const c = 1 / Math.sqrt(t * t + 1); const s = t * c;
+        for (let k = 0; k < n; k++) { // columns p, q of m·J
+          const mkp = at(m, k, p); const mkq = at(m, k, q);
+          m.data[k * n + p] = c * mkp - s * mkq; m.data[k * n + q] = s * mkp + c * mkq;
+        }
+        for (let k = 0; k < n; k++) { // rows p, q of Jᵀ·m
+          const mpk = at(m, p, k); const mqk = at(m, q, k);
+          m.data[p * n + k] = c * mpk - s * mqk; m.data[q * n + k] = s * mpk + c * mqk;
+        }
+        for (let k = 0; k < n; k++) {
+          const vkp = at(v, k, p); const vkq = at(v, k, q);
+          v.data[k * n + p] = c * vkp - s * vkq; v.data[k * n + q] = s * vkp + c * vkq;
+        }
+      }
+    }
+  }
+  return { values: Float64Array.from({ length: n }, (_, i) => at(m, i, i)), vectors: v };
+}
+
+/** f(a) = V·diag(f(λ))·Vᵀ for a symmetric matrix a. */
+export function symmetricFunction(a: Mat, f: (lambda: number) => number): Mat {
+  const { values, vectors } = symmetricEigen(a);
+  const n = a.rows;
+  const out = mat(n, n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+    let s = 0;
+    for (let k = 0; k < n; k++) s += at(vectors, i, k) * f(values[k]) * at(vectors, j, k);
+    out.data[i * n + j] = s;
+  }
+  return out;
+}

@@ -2,35 +2,18 @@
 // plain-TypeScript references (spec/helpers/linalg.ts): the product form of BFGS, the secant
 // equation, Cholesky for positive definiteness, and an explicit Kronecker product (ALGORITHMS.md §10).
 import { expect } from 'chai';
-import { encodeModel, type DataType } from '../../../graph-tools/index.js';
+import type { DataType } from '../../../graph-tools/index.js';
 import { Emitter } from '../../../graph-tools/ir/emitter.js';
-import { emitBfgsInverseUpdate, emitDoubleDamping, emitHessianActionPair, emitPrecondition, emitRegularizedInverse, kernelModel, type DoubleDampingOptions } from '../../../graph-tools/kernels/bfgs.js';
+import { emitBfgsInverseUpdate, emitDoubleDamping, emitHessianActionPair, emitPrecondition, emitRegularizedInverse, type DoubleDampingOptions } from '../../../graph-tools/kernels/bfgs.js';
 import { createBackend } from '../../../lib/runtime/index.js';
 import type { Backend } from '../../../lib/runtime/backend.js';
 import {
   asymmetry, bfgsProductForm, cholesky, dot, kron, mat, matmul, matvec, norm, randomMat, randomSpd, randomVector, relMaxDiff, scale, type Mat,
 } from '../../helpers/linalg.js';
-
-interface Feed { name: string; shape: number[]; data: ArrayLike<number> }
+import { runKernel as runKernelOn, type Feed } from '../../helpers/kernels.js';
 
 let backend: Backend;
-
-async function runKernel(dtype: DataType, feeds: Feed[], build: (e: Emitter, ...names: string[]) => Record<string, string>): Promise<Record<string, Float64Array>> {
-  // Outputs get a prefix so that they may share a name with an input (s in, s out).
-  const model = kernelModel(feeds.map((f) => ({ name: f.name, dtype, shape: f.shape })), (e, ...names) =>
-    Object.fromEntries(Object.entries(build(e, ...names)).map(([k, v]) => [`out/${k}`, v])));
-  const session = await backend.createSession(encodeModel(model), { name: 'kernel' });
-  try {
-    const Arr = dtype === 'float64' ? Float64Array : Float32Array;
-    const inputs = Object.fromEntries(feeds.map((f) => [f.name, backend.tensor(dtype as 'float32' | 'float64', Arr.from(f.data), f.shape)]));
-    const out = await session.run(inputs);
-    const result: Record<string, Float64Array> = {};
-    for (const [k, t] of Object.entries(out)) result[k.slice('out/'.length)] = Float64Array.from(await backend.read(t) as Float32Array | Float64Array);
-    return result;
-  } finally {
-    await session.release();
-  }
-}
+const runKernel = (dtype: DataType, feeds: Feed[], build: (e: Emitter, ...names: string[]) => Record<string, string>) => runKernelOn(backend, dtype, feeds, build);
 
 const f32 = (x: ArrayLike<number>) => Float64Array.from(Float32Array.from(x));
 

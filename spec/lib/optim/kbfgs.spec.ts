@@ -9,36 +9,8 @@ import { buildTrainingGraph } from '../../../graph-tools/index.js';
 import { createBackend } from '../../../lib/runtime/index.js';
 import { Trainer } from '../../../lib/train/trainer.js';
 import { KbfgsReference } from '../../helpers/kbfgs-reference.js';
-import { cloneRefMlp, makeRefMlp, RefRng, type RefMlp } from '../../helpers/mlp-reference.js';
-import { A, buildModel } from '../../helpers/models.js';
-
-const M = 12;
-const sizes = [6, 5, 3, 5, 6];
-const activations = ['tanh', 'relu', 'tanh', 'linear'] as const;
-
-/** The reference network as an ONNX model: Gemm (transB) layers with its activations. */
-function toOnnx(net: RefMlp) {
-  const nodes = []; const initializers = [];
-  let x = 'x';
-  for (let l = 0; l < net.layers.length; l++) {
-    initializers.push({ name: `W${l}`, dims: [sizes[l + 1], sizes[l]], values: Array.from(net.layers[l].W) });
-    initializers.push({ name: `b${l}`, dims: [sizes[l + 1]], values: Array.from(net.layers[l].b) });
-    const h = `h${l}`;
-    nodes.push({ op: 'Gemm', inputs: [x, `W${l}`, `b${l}`], outputs: [h], attrs: [A.int('transB', 1)] });
-    const act = net.activations[l];
-    if (act === 'linear') { x = h; continue; }
-    x = `a${l}`;
-    nodes.push({ op: act === 'relu' ? 'Relu' : act === 'tanh' ? 'Tanh' : 'Sigmoid', inputs: [h], outputs: [x] });
-  }
-  return buildModel({ inputs: [{ name: 'x', shape: ['N', sizes[0]] }], initializers, nodes, output: x });
-}
-
-function data(seed: number): Float32Array {
-  const rng = new RefRng(seed);
-  // Structured [0,1] inputs: noisy copies of 3 prototypes.
-  const protos = Array.from({ length: 3 }, () => Array.from({ length: sizes[0] }, () => rng.next()));
-  return Float32Array.from({ length: M * sizes[0] }, (_, k) => Math.min(1, Math.max(0, protos[Math.floor(k / sizes[0]) % 3][k % sizes[0]] + 0.1 * (rng.next() - 0.5))));
-}
+import { cloneRefMlp, makeRefMlp } from '../../helpers/mlp-reference.js';
+import { activations, data, expectParametersMatch, M, sizes, toOnnx } from '../../helpers/tiny-autoencoder.js';
 
 for (const [name, memory] of [['kbfgs', undefined], ['kbfgs-l with p = 2 (pairs dropped after step 2)', 2]] as const) {
   describe(`K-BFGS engine against the float64 reference: ${name}`, () => {
@@ -61,14 +33,7 @@ for (const [name, memory] of [['kbfgs', undefined], ['kbfgs-l with p = 2 (pairs 
           const { loss } = await trainer.trainStep(batch);
           expect(Math.abs(loss - expected.loss) / expected.loss, `loss at step ${step}`).to.be.below(1e-5);
           const params = await trainer.parameters();
-          refNet.layers.forEach((layer, l) => {
-            for (const [key, want] of [[`W${l}`, layer.W], [`b${l}`, layer.b]] as const) {
-              const got = params.get(key)!.data as Float32Array;
-              const diff = Math.max(...Array.from(want, (v, i) => Math.abs(got[i] - v)));
-              const scale = Math.max(...Array.from(want, Math.abs));
-              expect(diff / scale, `${key} after step ${step}`).to.be.below(1e-4);
-            }
-          });
+          expectParametersMatch(params, refNet, step);
         }
       } finally {
         await trainer.dispose();

@@ -1,0 +1,75 @@
+// The graphs of KFAC and Shampoo (ALGORITHMS.md §7.4–7.5), built once per model:
+//  - step: forward/backward, momentum, D = H_g·X·H_a with the current preconditioners, θ⁺;
+//    Shampoo's step graph also refreshes its factors L ← βL + (1−β)·X_gX_gᵀ, R likewise with X_gᵀX_g
+//    from the raw gradient X_g (the graph without them serves steps between refreshes);
+//  - KFAC statistics: a forward and a backward from targets sampled from the model (or the data's
+//    targets), the EMAs of A = (1/M)ÃᵀÃ and G = (1/(M·T))Σ g gᵀ;
+//  - preconditioners: KFAC (F + √λ·I)⁻¹ per factor, Shampoo (F + ε·I)^(−1/4).
+import {
+  A, buildTrainingGraph, emitInverseRoot, emitPrecondition, emitRegularizedInverse, type DataType, type Emitter, type Layer, type onnx,
+  type TrainingGraph, type TrainingGraphOptions,
+} from '../../graph-tools/index.js';
+import type { FactoredOptimizer } from './kfac.js';
+import { buildPreconditionedStepGraph, declare, kernelGraph, kname, layerDims, type StepGraph } from './preconditioned-step.js';
+
+type Spec = Omit<TrainingGraphOptions, 'capture'>;
+
+/** β·F + (1−β)·batch, with β and 1−β fed. */
+function ema(e: Emitter, state: string, batch: string, beta: string, oneMinusBeta: string): string {
+  return e.op('Add', [e.op('Mul', [state, beta]), e.op('Mul', [batch, oneMinusBeta])]);
+}
+
+export function buildFactoredStepGraph(model: onnx.ModelProto, spec: Spec, opt: FactoredOptimizer, withStatistics: boolean): StepGraph {
+  return buildPreconditionedStepGraph(model, spec, undefined, ({ g, e, layer: l, dtype, X, gradient, scalar }) => {
+    const { G, dg, da } = layerDims(l);
+    declare(g, kname.Hg(l.name), dtype, [G, dg, dg], 'input');
+    declare(g, kname.Ha(l.name), dtype, [G, da, da], 'input');
+    if (opt.name === 'shampoo' && withStatistics) {
+      const Xg = gradient();
+      const left = e.op('MatMul', [Xg, e.op('Transpose', [Xg], [A.ints('perm', [0, 2, 1])])]);
+      const right = e.op('MatMul', [e.op('Transpose', [Xg], [A.ints('perm', [0, 2, 1])]), Xg]);
+      for (const [state, next, batch, d] of [[kname.G(l.name), kname.newG(l.name), left, dg], [kname.A(l.name), kname.newA(l.name), right, da]] as const) {
+        declare(g, state, dtype, [G, d, d], 'input');
+        declare(g, next, dtype, [G, d, d], 'output', ema(e, state, batch, scalar('beta'), scalar('oneMinusBeta')));
+      }
+    }
+    return emitPrecondition(e, kname.Hg(l.name), X, kname.Ha(l.name));
+  });
+}
+
+/** KFAC's statistics pass: the EMAs of A and G (no parameter gradients). */
+export function buildKfacStatisticsGraph(model: onnx.ModelProto, spec: Spec, layers: Layer[], fisher: 'sampled' | 'empirical'): TrainingGraph {
+  const tg = buildTrainingGraph(model, {
+    ...spec, sampleTargets: fisher === 'sampled', parameterGradients: false,
+    capture: { gradients: false, statistics: { factors: true, gradientFactors: true } },
+  });
+  const { graph: g, emitter: e } = tg;
+  const dtype = tg.initialParameters.values().next().value!.dtype;
+  for (const s of ['beta', 'oneMinusBeta']) declare(g, kname.scalar(s), dtype, [], 'input');
+  g.outputs = g.outputs.filter((o) => o.name === tg.outputs.loss);
+  for (const l of layers) {
+    const { G, dg, da } = layerDims(l);
+    const stats = tg.outputs.statistics.get(l.name)!;
+    for (const [state, next, batch, d] of [[kname.G(l.name), kname.newG(l.name), stats.g!, dg], [kname.A(l.name), kname.newA(l.name), stats.a!, da]] as const) {
+      declare(g, state, dtype, [G, d, d], 'input');
+      declare(g, next, dtype, [G, d, d], 'output', ema(e, state, batch, kname.scalar('beta'), kname.scalar('oneMinusBeta')));
+    }
+  }
+  return tg;
+}
+
+/** H_g, H_a from the factors G (or L) and A (or R). */
+export function buildPreconditionerGraph(layers: Layer[], opt: FactoredOptimizer, dtype: DataType): onnx.ModelProto {
+  const { g, e } = kernelGraph();
+  for (const l of layers) {
+    const { G, dg, da } = layerDims(l);
+    for (const [factor, out, d] of [[kname.G(l.name), kname.Hg(l.name), dg], [kname.A(l.name), kname.Ha(l.name), da]] as const) {
+      declare(g, factor, dtype, [G, d, d], 'input');
+      const value = opt.name === 'kfac'
+        ? emitRegularizedInverse(e, factor, Math.sqrt(opt.options.damping), d, dtype)
+        : emitInverseRoot(e, factor, d, { root: 4, epsilon: opt.options.epsilon, iterations: opt.options.rootIterations, dtype });
+      declare(g, out, dtype, [G, d, d], 'output', value);
+    }
+  }
+  return g.toModel();
+}

@@ -1,0 +1,169 @@
+// The step graph shared by the Kronecker-factored optimizers (K-BFGS, KFAC, Shampoo): one
+// forward/backward, the gradient momentum of ALGORITHMS.md §2.4, and per Kronecker layer a
+// direction D computed from the momentum matrix X = [m_W | m_b] by the optimizer's callback;
+// θ⁺ = θ − α·D, and every other trainable parameter steps along its momentum (§7: "BN parameters:
+// gradient direction"). The squared norm of the whole direction is an output, so that a
+// non-finite direction is caught with one scalar read.
+import {
+  A, buildTrainingGraph, Emitter, Graph, type DataType, type Layer, type LayerStatistics, type onnx, type StatisticsRequest,
+  type TrainingGraph, type TrainingGraphOptions,
+} from '../../graph-tools/index.js';
+
+/** Names of the values the engines feed and read, by what they hold. */
+export const kname = {
+  momentum: (p: string) => `kfqn:m:${p}`,
+  newMomentum: (p: string) => `kfqn:new-m:${p}`,
+  newParam: (p: string) => `kfqn:new:${p}`,
+  /** The right (input-side) factor: K-BFGS's and KFAC's A, Shampoo's R. */
+  A: (l: string) => `kfqn:state-A:${l}`,
+  newA: (l: string) => `kfqn:new-A:${l}`,
+  /** The left (output-side) factor: KFAC's G, Shampoo's L. */
+  G: (l: string) => `kfqn:state-G:${l}`,
+  newG: (l: string) => `kfqn:new-G:${l}`,
+  /** The right and left preconditioners: D = H_g·X·H_a. */
+  Ha: (l: string) => `kfqn:Ha:${l}`,
+  Hg: (l: string) => `kfqn:Hg:${l}`,
+  S: (l: string) => `kfqn:S:${l}`,
+  Y: (l: string) => `kfqn:Y:${l}`,
+  rho: (l: string) => `kfqn:rho:${l}`,
+  sbar: (l: string) => `kfqn:sbar:${l}`,
+  ybar: (l: string) => `kfqn:ybar:${l}`,
+  hbar: (l: string) => `kfqn:hbar:${l}`,
+  gbar: (l: string) => `kfqn:gbar:${l}`,
+  abar: (l: string) => `kfqn:abar:${l}`,
+  hbar2: (l: string) => `kfqn:hbar2:${l}`,
+  gbar2: (l: string) => `kfqn:gbar2:${l}`,
+  next: (name: string) => `${name}:next`,
+  powell: (l: string) => `kfqn:powell:${l}`,
+  acceptedG: (l: string) => `kfqn:accepted-g:${l}`,
+  acceptedA: (l: string) => `kfqn:accepted-a:${l}`,
+  scalar: (s: string) => `kfqn:scalar:${s}`,
+  directionNorm: 'kfqn:direction-norm2',
+};
+
+/** Scalars fed every step: −α, the factor EMA's β and 1−β, τ as L2, ρ and 1−ρ, τ as decoupled decay. */
+export const STEP_SCALARS = ['neglr', 'beta', 'oneMinusBeta', 'l2', 'rho', 'oneMinusRho', 'decay'] as const;
+export type StepScalar = (typeof STEP_SCALARS)[number];
+
+/** Shapes of one layer's curvature state: [groups, d_g, d_g], [groups, d_a, d_a], ... */
+export function layerDims(l: Layer) {
+  return { G: l.groups, dg: l.factors.g, da: l.factors.a, d: l.inFeatures };
+}
+
+export function declare(g: Graph, name: string, dtype: DataType, shape: number[], as: 'input' | 'output', value?: string): void {
+  if (as === 'input') {
+    g.inputs.push({ name, type: { dtype, shape } });
+    g.types.set(name, { dtype, shape });
+  } else {
+    g.add('Identity', [value!], [], [name]);
+    g.outputs.push({ name, type: { dtype, shape } });
+  }
+}
+
+/** [G, d_g, d_a] matrix X = [X_W | x_b] of a layer from weight- and bias-shaped values. */
+export function layerMatrix(e: Emitter, l: Layer, w: string, b: string | undefined): string {
+  const { G, dg, d } = layerDims(l);
+  const weight = l.weightLayout === 'in-out' && l.kind !== 'conv' ? e.op('Transpose', [w], [A.ints('perm', [1, 0])]) : w;
+  const xw = e.op('Reshape', [weight, e.int64s([G, dg, d])]);
+  return b ? e.op('Concat', [xw, e.op('Reshape', [b, e.int64s([G, dg, 1])])], [A.int('axis', 2)]) : xw;
+}
+
+/** Splits D [G, d_g, d_a] back into the weight's own layout and the bias [C_out]. */
+export function splitMatrix(e: Emitter, l: Layer, D: string, weightDims: number[]): { w: string; b?: string } {
+  const { G, dg, d } = layerDims(l);
+  const cols = (from: number, to: number) => e.op('Slice', [D, e.int64s([from]), e.int64s([to]), e.int64s([2])]);
+  const dw = l.bias ? cols(0, d) : D;
+  const w = l.weightLayout === 'in-out' && l.kind !== 'conv'
+    ? e.op('Transpose', [e.op('Reshape', [dw, e.int64s([dg, d])])], [A.ints('perm', [1, 0])])
+    : e.op('Reshape', [dw, e.int64s(weightDims)]);
+  return { w, b: l.bias ? e.op('Reshape', [cols(d, d + 1), e.int64s([G * dg])]) : undefined };
+}
+
+export interface LayerContext {
+  g: Graph;
+  e: Emitter;
+  layer: Layer;
+  dtype: DataType;
+  /** The momentum matrix [G, d_g, d_a]. */
+  X: string;
+  /** The raw minibatch gradient matrix [G, d_g, d_a] (Shampoo's statistics). */
+  gradient: () => string;
+  /** This layer's statistics from the training graph (as requested). */
+  statistics: LayerStatistics;
+  scalar: (s: StepScalar) => string;
+}
+
+export interface StepGraph {
+  training: TrainingGraph;
+  model: onnx.ModelProto;
+  /** Kronecker layers (Gemm, MatMul, Conv) that reach the loss; the rest of the parameters step along their momentum. */
+  layers: Layer[];
+  plainParameters: string[];
+  dtype: DataType;
+}
+
+/**
+ * Builds the step graph: `direction` declares the layer's own state inputs and outputs on the
+ * graph and returns D [G, d_g, d_a].
+ */
+export function buildPreconditionedStepGraph(
+  model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, statistics: StatisticsRequest | undefined,
+  direction: (c: LayerContext) => string,
+): StepGraph {
+  const tg = buildTrainingGraph(model, { ...spec, capture: { gradients: false, ...(statistics ? { statistics } : {}) } });
+  const g = tg.graph;
+  const e = tg.emitter;
+  // The batch factors stay inside: the optimizers output their EMAs.
+  const factorOutputs = new Set([...tg.outputs.statistics.values()].flatMap((s) => [s.a, s.g]));
+  g.outputs = g.outputs.filter((o) => !factorOutputs.has(o.name));
+  const dtype = tg.initialParameters.values().next().value!.dtype;
+  const declared = new Set<string>();
+  const scalar = (s: StepScalar) => {
+    const name = kname.scalar(s);
+    if (!declared.has(name)) { declared.add(name); declare(g, name, dtype, [], 'input'); }
+    return name;
+  };
+
+  // ĝ = ∇L + τθ;  m' = ρ·m + (1−ρ)·ĝ
+  const newMomentum = new Map<string, string>();
+  for (const [p, t] of tg.initialParameters) {
+    const grad = tg.grads.of(p);
+    if (!grad) continue;
+    declare(g, kname.momentum(p), t.dtype, t.dims, 'input');
+    const gHat = e.op('Add', [grad, e.op('Mul', [p, scalar('l2')])]);
+    newMomentum.set(p, e.op('Add', [e.op('Mul', [kname.momentum(p), scalar('rho')]), e.op('Mul', [gHat, scalar('oneMinusRho')])]));
+    declare(g, kname.newMomentum(p), t.dtype, t.dims, 'output', newMomentum.get(p));
+  }
+  const squares: string[] = [];
+  const step = (p: string, d: string) => {
+    const t = tg.initialParameters.get(p)!;
+    squares.push(e.reduce('ReduceSumSquare', d, null, false));
+    // θ⁺ = θ − α·(D + τ_decoupled·θ)
+    declare(g, kname.newParam(p), t.dtype, t.dims, 'output', e.op('Add', [p, e.op('Mul', [e.op('Add', [d, e.op('Mul', [p, scalar('decay')])]), scalar('neglr')])]));
+  };
+  const inLayers = new Set<string>();
+  const layers: Layer[] = [];
+  for (const l of tg.report.layers) {
+    const mW = newMomentum.get(l.weight);
+    const mB = l.bias ? newMomentum.get(l.bias) : undefined;
+    if (!mW || (l.bias && !mB)) continue; // a layer that does not reach the loss keeps its values
+    inLayers.add(l.weight); if (l.bias) inLayers.add(l.bias);
+    layers.push(l);
+    const gradient = () => layerMatrix(e, l, tg.grads.of(l.weight)!, l.bias ? tg.grads.of(l.bias) : undefined);
+    const D = direction({ g, e, layer: l, dtype, X: layerMatrix(e, l, mW, mB), gradient, statistics: tg.outputs.statistics.get(l.name) ?? {}, scalar });
+    const parts = splitMatrix(e, l, D, tg.initialParameters.get(l.weight)!.dims);
+    step(l.weight, parts.w);
+    if (l.bias) step(l.bias, parts.b!);
+  }
+  const plainParameters = [...newMomentum.keys()].filter((p) => !inLayers.has(p));
+  for (const p of plainParameters) step(p, newMomentum.get(p)!);
+  declare(g, kname.directionNorm, dtype, [], 'output', e.sum(squares));
+  return { training: tg, model: g.toModel(), layers, plainParameters, dtype };
+}
+
+/** A graph of its own (the curvature update, the inverses): opset 13 and an emitter. */
+export function kernelGraph(): { g: Graph; e: Emitter } {
+  const g = new Graph();
+  g.opset = 13;
+  return { g, e: new Emitter(g) };
+}

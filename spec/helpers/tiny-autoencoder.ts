@@ -1,0 +1,44 @@
+// A tiny MLP autoencoder shared by the optimizer specs: the float64 reference network
+// (mlp-reference.ts) as an ONNX model, and structured [0, 1] data for it.
+import { RefRng, type RefMlp } from './mlp-reference.js';
+import { A, buildModel } from './models.js';
+
+export const M = 12;
+export const sizes = [6, 5, 3, 5, 6];
+export const activations = ['tanh', 'relu', 'tanh', 'linear'] as const;
+
+/** The reference network as an ONNX model: Gemm (transB) layers with its activations. */
+export function toOnnx(net: RefMlp) {
+  const nodes = []; const initializers = [];
+  let x = 'x';
+  for (let l = 0; l < net.layers.length; l++) {
+    initializers.push({ name: `W${l}`, dims: [sizes[l + 1], sizes[l]], values: Array.from(net.layers[l].W) });
+    initializers.push({ name: `b${l}`, dims: [sizes[l + 1]], values: Array.from(net.layers[l].b) });
+    const h = `h${l}`;
+    nodes.push({ op: 'Gemm', inputs: [x, `W${l}`, `b${l}`], outputs: [h], attrs: [A.int('transB', 1)] });
+    const act = net.activations[l];
+    if (act === 'linear') { x = h; continue; }
+    x = `a${l}`;
+    nodes.push({ op: act === 'relu' ? 'Relu' : act === 'tanh' ? 'Tanh' : 'Sigmoid', inputs: [h], outputs: [x] });
+  }
+  return buildModel({ inputs: [{ name: 'x', shape: ['N', sizes[0]] }], initializers, nodes, output: x });
+}
+
+export function data(seed: number): Float32Array {
+  const rng = new RefRng(seed);
+  // Structured [0,1] inputs: noisy copies of 3 prototypes.
+  const protos = Array.from({ length: 3 }, () => Array.from({ length: sizes[0] }, () => rng.next()));
+  return Float32Array.from({ length: M * sizes[0] }, (_, k) => Math.min(1, Math.max(0, protos[Math.floor(k / sizes[0]) % 3][k % sizes[0]] + 0.1 * (rng.next() - 0.5))));
+}
+
+/** Max |engine − reference| / max |reference| over each W_l and b_l must stay below `tolerance`. */
+export function expectParametersMatch(params: Map<string, { data: ArrayLike<number> }>, net: RefMlp, step: number, tolerance = 1e-4): void {
+  net.layers.forEach((layer, l) => {
+    for (const [key, want] of [[`W${l}`, layer.W], [`b${l}`, layer.b]] as const) {
+      const got = params.get(key)!.data;
+      const diff = Math.max(...Array.from(want, (v, i) => Math.abs(got[i] - v)));
+      const scale = Math.max(...Array.from(want, Math.abs));
+      if (!(diff / scale < tolerance)) throw new Error(`${key} after step ${step}: relative difference ${diff / scale} ≥ ${tolerance}`);
+    }
+  });
+}
