@@ -40,7 +40,7 @@ export class Emitter {
 
   int64s(values: number[]): string { return this.constant(values, 'int64'); }
 
-  reduce(op: 'ReduceSum' | 'ReduceMean' | 'ReduceMax' | 'ReduceSumSquare', x: string, axes: number[] | null, keepdims: boolean): string {
+  reduce(op: 'ReduceSum' | 'ReduceMean' | 'ReduceMax' | 'ReduceSumSquare' | 'ReduceL1', x: string, axes: number[] | null, keepdims: boolean): string {
     const axesAsInput = op === 'ReduceSum' ? this.opset >= 13 : this.opset >= 18;
     const attrs = [A.int('keepdims', keepdims ? 1 : 0)];
     if (axes === null) return this.op(op, [x], attrs);

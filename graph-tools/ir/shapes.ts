@@ -314,7 +314,7 @@ function inferNode(g: Graph, node: Node, known: Map<string, Known>): void {
       if ((t?.dtype === 'int64' || t?.dtype === 'int32') && count <= 64) known.set(node.outputs[0], new Array(count).fill(Number(t.data[0])));
       return;
     }
-    case 'ReduceSum': case 'ReduceMean': case 'ReduceMax': case 'ReduceSumSquare': {
+    case 'ReduceSum': case 'ReduceMean': case 'ReduceMax': case 'ReduceSumSquare': case 'ReduceL1': {
       const s = inS(0);
       const axesFromInput = node.opType === 'ReduceSum' ? opset >= 13 : opset >= 18;
       const axes = (axesFromInput ? kv(1) : attrInts(node, 'axes'))?.map((a) => normAxis(a as number, s.length)) ?? s.map((_, i) => i);

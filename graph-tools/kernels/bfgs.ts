@@ -26,11 +26,14 @@ export interface BfgsUpdate {
 
 /**
  * Dense BFGS update of an inverse Hessian approximation (§2.1):
- * H⁺ = H + (ρ + ρ²·yᵀHy)·s sᵀ − ρ·(H y sᵀ + s yᵀH), ρ = 1/sᵀy, then H⁺ ← (H⁺ + H⁺ᵀ)/2.
+ * H⁺ = H + (ρ + ρ²·yᵀHy)·s sᵀ − ρ·(H y sᵀ + s yᵀH), ρ = 1/sᵀy.
  * H is [d, d], s, y and the reference vector r are [d]. H is returned unchanged when sᵀy ≤ 0,
  * sᵀy ≤ threshold·‖s‖²·‖r‖ (r = ḡ on the G side, ā on the A side; pass null for no reference)
- * or any entry of H⁺ is not finite; a NaN anywhere in s, y or r also leads to a skip, since
+ * or H⁺ could hold a non-finite entry; a NaN anywhere in s, y or r also leads to a skip, since
  * every comparison with NaN is false.
+ * The d × d work is memory-bound, so it is kept to one outer product, one transpose and two adds:
+ * the decisions gate the d-vectors, not the matrix. N + Nᵀ is exactly symmetric, so a symmetric H
+ * stays exactly symmetric (§9.5) without re-symmetrising; emitRegularizedInverse symmetrises H_a⁰.
  */
 export function emitBfgsInverseUpdate(e: Emitter, H: string, s: string, y: string, r: string | null, opts: BfgsUpdateOptions = {}): BfgsUpdate {
   const dtype = opts.dtype ?? e.dtypeOf(H);
@@ -43,9 +46,6 @@ export function emitBfgsInverseUpdate(e: Emitter, H: string, s: string, y: strin
   // s wᵀ + w sᵀ with w = (a/2)·s − ρ·u equals a·s sᵀ − ρ·(u sᵀ + s uᵀ): one outer product, one transpose.
   const a = e.op('Mul', [rho, e.op('Add', [k(1), e.op('Mul', [rho, yTu])])]);
   const w = e.op('Sub', [e.op('Mul', [e.op('Mul', [a, k(0.5)]), s]), e.op('Mul', [rho, u])]);
-  const N = e.op('Mul', [e.unsqueeze(s, [1]), e.unsqueeze(w, [0])]);
-  const raw = e.op('Add', [H, e.op('Add', [N, transpose(e, N)])]);
-  const Hplus = e.op('Mul', [e.op('Add', [raw, transpose(e, raw)]), k(0.5)]);
 
   let limit = k(0);
   if (r !== null) {
@@ -53,9 +53,16 @@ export function emitBfgsInverseUpdate(e: Emitter, H: string, s: string, y: strin
     limit = e.op('Mul', [e.op('Mul', [sTs, rNorm]), k(opts.threshold ?? 1e-4)]);
   }
   const curvature = e.op('And', [e.op('Greater', [sTy, k(0)]), e.op('Greater', [sTy, limit])]);
-  const accept = e.op('And', [curvature, allFinite(e, Hplus, dtype)]);
+  // Every |H⁺_ij| ≤ Σ|H| + 2·max|s|·max|w|: when that bound is finite, H⁺ is (one read of H, no write).
+  const maxAbs = (v: string) => e.reduce('ReduceMax', e.op('Abs', [v]), null, false);
+  const bound = e.op('Add', [e.reduce('ReduceL1', H, null, false), e.op('Mul', [k(2), e.op('Mul', [maxAbs(s), maxAbs(w)])])]);
+  const accept = e.op('And', [curvature, allFinite(e, bound, dtype)]);
+  const zero = k(0);
+  const sGated = e.op('Where', [accept, s, zero]);
+  const wGated = e.op('Where', [accept, w, zero]);
+  const N = e.op('Mul', [e.unsqueeze(sGated, [1]), e.unsqueeze(wGated, [0])]);
   return {
-    H: e.op('Where', [accept, Hplus, H]),
+    H: e.op('Add', [H, e.op('Add', [N, transpose(e, N)])]),
     accepted: e.op('Where', [accept, k(1), k(0)]),
     sTy,
   };
@@ -207,8 +214,13 @@ function allFinite(e: Emitter, m: string, dtype: DataType): string {
  * K-BFGS, at initialisation (H_a⁰, ALGORITHMS.md §3.3). ONNX has no standard inverse, so this uses
  * ONNX Runtime's com.microsoft Inverse (CPU and WASM; WebGPU runs it on the CPU).
  */
-export function emitRegularizedInverse(e: Emitter, A: string, lambda: number, d: number, dtype?: DataType): string {
-  const t = dtype ?? e.dtypeOf(A);
+export function emitRegularizedInverse(e: Emitter, factor: string, lambda: number, d: number, dtype?: DataType): string {
+  const t = dtype ?? e.dtypeOf(factor);
   const eye = e.constant(Array.from({ length: d * d }, (_, k) => (k % (d + 1) === 0 ? lambda : 0)), t, [d, d]);
-  return e.g.addInDomain('com.microsoft', 1, 'Inverse', [e.op('Add', [A, eye])]);
+  const inverse = e.g.addInDomain('com.microsoft', 1, 'Inverse', [e.op('Add', [factor, eye])]);
+  // Exactly symmetric, so that the BFGS updates keep it so.
+  const rank = e.shapeOf(factor).length;
+  const perm = [...Array(rank).keys()];
+  [perm[rank - 2], perm[rank - 1]] = [perm[rank - 1], perm[rank - 2]];
+  return e.op('Mul', [e.op('Add', [inverse, e.op('Transpose', [inverse], [A.ints('perm', perm)])]), e.constant(0.5, t)]);
 }

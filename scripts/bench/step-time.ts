@@ -1,13 +1,12 @@
 // Seconds per training step against the floor of one forward+backward pass of the same graph.
-// Usage: npx tsx scripts/bench/step-time.ts [--ep cpu|wasm|webgpu] [--batch 1000] [--steps 20] [--optimizer adam|sgd|kbfgs|kbfgs-l]
+// Usage: npx tsx scripts/bench/step-time.ts [--ep cpu|wasm|webgpu] [--batch 1000] [--steps 20] [--optimizer sgd|adam|rmsprop|kfac|shampoo|kbfgs|kbfgs-l]
 // Prints one JSON object.
 import { parseArgs } from 'node:util';
 import { buildTrainingGraph, encodeModel } from '../../graph-tools/index.js';
 import { loadBundledMnist } from '../../lib/data/node.js';
 import { batches } from '../../lib/data/index.js';
 import { readModelFile } from '../../lib/io/files.js';
-import { adam, sgd } from '../../lib/optim/index.js';
-import { kbfgs, kbfgsL } from '../../lib/optim/kbfgs.js';
+import { adam, kbfgs, kbfgsL, kfac, rmsprop, sgd, shampoo } from '../../lib/optim/index.js';
 import { createBackend, type ExecutionProvider, type Tensor } from '../../lib/runtime/index.js';
 import { Trainer } from '../../lib/train/trainer.js';
 import { machine, median, timeRuns } from './common.js';
@@ -42,16 +41,25 @@ await floorSession.release();
 
 const optimizers = {
   sgd: () => sgd({ lr: 0.01, momentum: 0.9 }), adam: () => adam({ lr: 1e-3 }),
+  rmsprop: () => rmsprop({ lr: 1e-3 }),
   kbfgs: () => kbfgs({ lr: 0.3, damping: 0.3, warmStart: false }), 'kbfgs-l': () => kbfgsL({ lr: 0.3, damping: 0.3, warmStart: false }),
+  kfac: () => kfac({ warmStart: false }), shampoo: () => shampoo({ warmStart: false }),
 };
+// KFAC and Shampoo refresh their preconditioners every `interval` steps: time whole intervals
+// (the first interval of KFAC inverts every step, so it is skipped as warm-up).
+const intervalOf = (o: ReturnType<(typeof optimizers)[keyof typeof optimizers]>) =>
+  o.kind === 'factored' ? (o.name === 'kfac' ? o.options.inverseInterval : o.options.rootInterval) : 1;
 const optimizer = (optimizers[values.optimizer as keyof typeof optimizers] ?? (() => { throw new Error(`unknown optimizer ${values.optimizer}`); }))();
 const trainer = await Trainer.create(backend, model, { ...spec, optimizer, target: 'input' });
-const step = await time(() => trainer.trainStep(batch));
+const interval = intervalOf(optimizer);
+if (optimizer.kind === 'factored') for (let i = 0; i < interval; i++) await trainer.trainStep(batch);
+const step = interval === 1 ? await time(() => trainer.trainStep(batch))
+  : (await timeRuns(async () => { for (let i = 0; i < interval; i++) await trainer.trainStep(batch); }, Math.max(1, Math.ceil(steps / interval)), 0)).map((s) => s / interval);
 await trainer.dispose();
 
 const params = [...tg.initialParameters.values()].reduce((n, v) => n + v.data.length, 0);
 console.log(JSON.stringify({
-  bench: 'step-time', model: values.model, ep, batch: batchSize, optimizer: optimizer.name, parameters: params,
+  bench: 'step-time', model: values.model, ep, batch: batchSize, optimizer: optimizer.name, parameters: params, averaged_over_steps: interval,
   floor_s: median(floor), step_s: median(step), ratio: median(step) / median(floor),
   floor_samples: floor.length, machine: machine(),
 }));
