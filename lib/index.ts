@@ -7,6 +7,7 @@ export { RuntimeError, EXECUTION_PROVIDERS, type Backend, type Session, type Exe
 export { sgd, adam, rmsprop, type SgdOptions, type AdamOptions, type RmspropOptions, type ElementwiseOptimizer, type Optimizer } from './optim/index.js';
 export { kbfgs, kbfgsL, type KbfgsOptions, type KroneckerOptimizer } from './optim/kbfgs.js';
 export { kfac, shampoo, type KfacOptions, type ShampooOptions, type FactoredOptimizer } from './optim/kfac.js';
+export { KbfgsStepper, type StepperStep, type StepperResult, type Outputs } from './train/kbfgs-stepper.js';
 export { Trainer, type TrainerOptions, type FitOptions, type FitResult, type StepInfo, type EpochInfo, type TargetKind } from './train/trainer.js';
 export { computeGradients, type GradientResult, type GradientOptions } from './train/gradients.js';
 export * from './data/index.js';

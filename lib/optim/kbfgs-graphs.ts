@@ -8,18 +8,51 @@
 // Plus an initialisation graph H_a⁰ = (A + λ_A·I)⁻¹ and the statistics graph for A's warm start.
 import {
   A, buildTrainingGraph, emitBfgsInverseUpdate, emitDoubleDamping, emitLbfgsApply, emitLbfgsPush, emitPrecondition,
-  emitRegularizedInverse, GraphError, type DataType, type Layer, type onnx, type TrainingGraph, type TrainingGraphOptions,
+  emitRegularizedInverse, GraphError, outName, prepareGraph, requireLayers, statName, type DataType, type Layer, type onnx, type TrainingGraph,
+  type TrainingGraphOptions,
 } from '../../graph-tools/index.js';
 import type { KroneckerOptimizer } from './kbfgs.js';
-import { buildPreconditionedStepGraph, declare, kernelGraph, kname, layerDims, type StepGraph } from './preconditioned-step.js';
+import { buildPreconditionedStepGraph, declare, emitOptimizerStep, kernelGraph, kname, layerDims, type LayerContext, type StepGraph } from './preconditioned-step.js';
 
 export { kname, layerDims };
 
 /** Graph 1: loss, θ⁺, new momentum, new A and the means, in one run. */
 export function buildDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, opt: KroneckerOptimizer): StepGraph {
-  return buildPreconditionedStepGraph(model, spec, { factors: true, means: true }, ({ g, e, layer: l, dtype, X, statistics, scalar }) => {
+  return buildPreconditionedStepGraph(model, spec, { factors: true, means: true }, kbfgsDirection(opt, spec.source));
+}
+
+/**
+ * Graph 1 without the model (the plug-in surface, lib/train/kbfgs-stepper.ts): the parameters,
+ * their gradients (`kfqn:grad:<p>`) and each layer's batch factor (`kfqn:A:<layer>`) are inputs,
+ * as `kfqn augment --capture gradients,a-factors` emits them.
+ */
+export function buildStandaloneDirectionGraph(model: onnx.ModelProto, opt: KroneckerOptimizer, source = 'model'): Omit<StepGraph, 'training'> {
+  const { report, graph: inference } = prepareGraph(model, source);
+  requireLayers(report, source);
+  const { g, e } = kernelGraph();
+  const parameters = new Map(report.parameters.map((p) => {
+    const t = inference.initializers.get(p)!;
+    return [p, { dtype: t.dtype, dims: t.dims }] as const;
+  }));
+  const dtype = parameters.values().next().value!.dtype;
+  for (const [p, t] of parameters) {
+    declare(g, p, t.dtype, [...t.dims], 'input');
+    declare(g, outName.grad(p), t.dtype, [...t.dims], 'input');
+  }
+  for (const l of report.layers) declare(g, statName.a(l.name), dtype, [l.groups, l.factors.a, l.factors.a], 'input');
+  const { layers, plainParameters } = emitOptimizerStep(g, e, parameters, (p) => outName.grad(p), report.layers,
+    (l) => ({ a: statName.a(l.name) }), kbfgsDirection(opt, source));
+  // Factors of layers that do not reach the loss are not inputs after all.
+  const used = new Set(layers.map((l) => statName.a(l.name)));
+  g.inputs = g.inputs.filter((i) => !i.name.startsWith('kfqn:A:') || used.has(i.name));
+  return { model: g.toModel(), layers, plainParameters, dtype };
+}
+
+/** K-BFGS's per-layer part of graph 1: the A EMA and D = H_g·X·H_a (dense or L-BFGS H_g). */
+function kbfgsDirection(opt: KroneckerOptimizer, source = 'model'): (c: LayerContext) => string {
+  return ({ g, e, layer: l, dtype, X, statistics, scalar }) => {
     if (opt.history !== undefined && l.groups > 1) {
-      throw new GraphError(`${spec.source ?? 'model'}: layer '${l.name}' is a grouped convolution; K-BFGS(L) does not support those yet, use kbfgs`);
+      throw new GraphError(`${source}: layer '${l.name}' is a grouped convolution; K-BFGS(L) does not support those yet, use kbfgs`);
     }
     const { G, dg, da } = layerDims(l);
     declare(g, kname.A(l.name), dtype, [G, da, da], 'input');
@@ -37,7 +70,7 @@ export function buildDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingG
     const X2 = e.op('Reshape', [X, e.int64s([dg, da])]);
     const HgX = emitLbfgsApply(e, X2, kname.S(l.name), kname.Y(l.name), kname.rho(l.name), 1, { memory: opt.history, dtype });
     return e.op('MatMul', [e.op('Reshape', [HgX, e.int64s([1, dg, da])]), kname.Ha(l.name)]);
-  });
+  };
 }
 
 /** Graph 2: the means h̄⁺, ḡ⁺ at θ⁺ (no parameter gradients leave the graph). */

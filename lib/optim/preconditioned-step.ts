@@ -117,6 +117,21 @@ export function buildPreconditionedStepGraph(
   const factorOutputs = new Set([...tg.outputs.statistics.values()].flatMap((s) => [s.a, s.g]));
   g.outputs = g.outputs.filter((o) => !factorOutputs.has(o.name));
   const dtype = tg.initialParameters.values().next().value!.dtype;
+  const { layers, plainParameters } = emitOptimizerStep(g, e, tg.initialParameters, (p) => tg.grads.of(p), tg.report.layers,
+    (l) => tg.outputs.statistics.get(l.name) ?? {}, direction);
+  return { training: tg, model: g.toModel(), layers, plainParameters, dtype };
+}
+
+/**
+ * The optimizer's part of a step on graph `g`: momentum of every parameter with a gradient, the
+ * layers' directions, θ⁺ and the direction's squared norm. Gradients and statistics are values of
+ * `g`: computed by the fused training graph, or inputs of a standalone optimizer graph.
+ */
+export function emitOptimizerStep(
+  g: Graph, e: Emitter, parameters: ReadonlyMap<string, { dtype: DataType; dims: readonly number[] }>, gradOf: (p: string) => string | undefined,
+  candidates: readonly Layer[], statisticsOf: (l: Layer) => LayerStatistics, direction: (c: LayerContext) => string,
+): { layers: Layer[]; plainParameters: string[] } {
+  const dtype = parameters.values().next().value!.dtype;
   const declared = new Set<string>();
   const scalar = (s: StepScalar) => {
     const name = kname.scalar(s);
@@ -126,39 +141,39 @@ export function buildPreconditionedStepGraph(
 
   // ĝ = ∇L + τθ;  m' = ρ·m + (1−ρ)·ĝ
   const newMomentum = new Map<string, string>();
-  for (const [p, t] of tg.initialParameters) {
-    const grad = tg.grads.of(p);
+  for (const [p, t] of parameters) {
+    const grad = gradOf(p);
     if (!grad) continue;
-    declare(g, kname.momentum(p), t.dtype, t.dims, 'input');
+    declare(g, kname.momentum(p), t.dtype, [...t.dims], 'input');
     const gHat = e.op('Add', [grad, e.op('Mul', [p, scalar('l2')])]);
     newMomentum.set(p, e.op('Add', [e.op('Mul', [kname.momentum(p), scalar('rho')]), e.op('Mul', [gHat, scalar('oneMinusRho')])]));
-    declare(g, kname.newMomentum(p), t.dtype, t.dims, 'output', newMomentum.get(p));
+    declare(g, kname.newMomentum(p), t.dtype, [...t.dims], 'output', newMomentum.get(p));
   }
   const squares: string[] = [];
   const step = (p: string, d: string) => {
-    const t = tg.initialParameters.get(p)!;
+    const t = parameters.get(p)!;
     squares.push(e.reduce('ReduceSumSquare', d, null, false));
     // θ⁺ = θ − α·(D + τ_decoupled·θ)
-    declare(g, kname.newParam(p), t.dtype, t.dims, 'output', e.op('Add', [p, e.op('Mul', [e.op('Add', [d, e.op('Mul', [p, scalar('decay')])]), scalar('neglr')])]));
+    declare(g, kname.newParam(p), t.dtype, [...t.dims], 'output', e.op('Add', [p, e.op('Mul', [e.op('Add', [d, e.op('Mul', [p, scalar('decay')])]), scalar('neglr')])]));
   };
   const inLayers = new Set<string>();
   const layers: Layer[] = [];
-  for (const l of tg.report.layers) {
+  for (const l of candidates) {
     const mW = newMomentum.get(l.weight);
     const mB = l.bias ? newMomentum.get(l.bias) : undefined;
     if (!mW || (l.bias && !mB)) continue; // a layer that does not reach the loss keeps its values
     inLayers.add(l.weight); if (l.bias) inLayers.add(l.bias);
     layers.push(l);
-    const gradient = () => layerMatrix(e, l, tg.grads.of(l.weight)!, l.bias ? tg.grads.of(l.bias) : undefined);
-    const D = direction({ g, e, layer: l, dtype, X: layerMatrix(e, l, mW, mB), gradient, statistics: tg.outputs.statistics.get(l.name) ?? {}, scalar });
-    const parts = splitMatrix(e, l, D, tg.initialParameters.get(l.weight)!.dims);
+    const gradient = () => layerMatrix(e, l, gradOf(l.weight)!, l.bias ? gradOf(l.bias) : undefined);
+    const D = direction({ g, e, layer: l, dtype, X: layerMatrix(e, l, mW, mB), gradient, statistics: statisticsOf(l), scalar });
+    const parts = splitMatrix(e, l, D, [...parameters.get(l.weight)!.dims]);
     step(l.weight, parts.w);
     if (l.bias) step(l.bias, parts.b!);
   }
   const plainParameters = [...newMomentum.keys()].filter((p) => !inLayers.has(p));
   for (const p of plainParameters) step(p, newMomentum.get(p)!);
   declare(g, kname.directionNorm, dtype, [], 'output', e.sum(squares));
-  return { training: tg, model: g.toModel(), layers, plainParameters, dtype };
+  return { layers, plainParameters };
 }
 
 /** A graph of its own (the curvature update, the inverses): opset 13 and an emitter. */

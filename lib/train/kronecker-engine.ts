@@ -6,7 +6,8 @@ import { encodeModel, type onnx, type TrainingGraph, type TrainingGraphOptions }
 import type { KroneckerOptimizer } from '../optim/kbfgs.js';
 import { buildCurvaturePassGraph, buildDirectionGraph, buildFactorGraph, buildInitGraph, buildUpdateGraph, kname, layerDims } from '../optim/kbfgs-graphs.js';
 import type { StepGraph } from '../optim/preconditioned-step.js';
-import type { Backend, Session } from '../runtime/backend.js';
+import type { Layer } from '../../graph-tools/index.js';
+import type { Backend, Session, Tensor } from '../runtime/backend.js';
 import { PreconditionedEngine, type Feeds } from './preconditioned-engine.js';
 
 export interface KroneckerStepInfo { loss: number; skipped: boolean; powellShare: number; skippedShare: number }
@@ -24,18 +25,7 @@ export class KroneckerEngine extends PreconditionedEngine {
     private readonly spec: Spec,
   ) {
     super(backend, direction);
-    for (const l of direction.layers) {
-      const { G, dg } = layerDims(l);
-      const n = l.name;
-      if (opt.history === undefined) this.state.set(kname.Hg(n), this.identities(G, dg));
-      else {
-        this.state.set(kname.S(n), this.zeros([opt.history, dg]));
-        this.state.set(kname.Y(n), this.zeros([opt.history, dg]));
-        this.state.set(kname.rho(n), this.zeros([opt.history]));
-      }
-      this.state.set(kname.sbar(n), this.zeros([G, dg]));
-      this.state.set(kname.ybar(n), this.zeros([G, dg]));
-    }
+    initialCurvatureState(backend, direction.layers, opt, this.state);
   }
 
   static async create(backend: Backend, model: onnx.ModelProto, spec: Spec, opt: KroneckerOptimizer): Promise<KroneckerEngine> {
@@ -92,12 +82,7 @@ export class KroneckerEngine extends PreconditionedEngine {
   /** One K-BFGS step on a batch (its data and target feeds). */
   async step(data: Feeds): Promise<KroneckerStepInfo> {
     if (!this.initialised) await this.initialise([data]);
-    const o = this.opt.options;
-    const first = this.t === 0;
-    const scalars = {
-      neglr: -this.opt.learningRate(this.t + 1), beta: first ? 1 : o.statDecay, oneMinusBeta: first ? 0 : 1 - o.statDecay,
-      l2: o.decoupledWeightDecay ? 0 : o.weightDecay, decay: o.decoupledWeightDecay ? o.weightDecay : 0, rho: o.momentum, oneMinusRho: 1 - o.momentum,
-    };
+    const scalars = directionScalars(this.opt, this.t);
     const d = await this.sessions.direction.run(this.feeds(this.sessions.direction, data, scalars));
     const loss = await this.scalar(d[this.direction.training.outputs.loss]);
     if (!Number.isFinite(loss)) return { loss, skipped: true, powellShare: 0, skippedShare: 0 };
@@ -108,39 +93,82 @@ export class KroneckerEngine extends PreconditionedEngine {
     // A non-finite direction shows as a non-finite loss at θ⁺: skip the step, keep everything.
     if (!Number.isFinite(await this.scalar(c[this.curvature.outputs.loss]))) return { loss, skipped: true, powellShare: 0, skippedShare: 0 };
 
-    const extra: Feeds = {};
     const dStats = this.direction.training.outputs.statistics;
     const cStats = this.curvature.outputs.statistics;
-    for (const l of this.direction.layers) {
-      const { G, dg, da } = layerDims(l);
-      const n = l.name;
-      const shaped = (t: Feeds[string], dims: number[]) => this.tensor({ data: t.data as Float32Array, dims });
-      extra[kname.A(n)] = d[kname.newA(n)];
-      extra[kname.hbar(n)] = shaped(d[dStats.get(n)!.hbar!], [G, dg]);
-      extra[kname.gbar(n)] = shaped(d[dStats.get(n)!.gbar!], [G, dg]);
-      extra[kname.abar(n)] = shaped(d[dStats.get(n)!.abar!], [G, da]);
-      extra[kname.hbar2(n)] = shaped(c[cStats.get(n)!.hbar!], [G, dg]);
-      extra[kname.gbar2(n)] = shaped(c[cStats.get(n)!.gbar!], [G, dg]);
-    }
-    const u = await this.sessions.update.run(this.feeds(this.sessions.update, {}, {}, extra));
-
-    // Commit θ⁺ and the new state.
+    const means = (out: Feeds, stats: typeof dStats) => (l: string, key: 'abar' | 'hbar' | 'gbar') => out[stats.get(l)![key]!];
     this.commitStep(d, next);
-    let powell = 0; let skippedUpdates = 0; let groups = 0;
-    for (const l of this.direction.layers) {
-      const n = l.name;
-      this.state.set(kname.A(n), d[kname.newA(n)]);
-      for (const name of [kname.Ha(n), kname.sbar(n), kname.ybar(n), ...(this.opt.history === undefined ? [kname.Hg(n)] : [kname.S(n), kname.Y(n), kname.rho(n)])]) {
-        this.state.set(name, u[kname.next(name)]);
-      }
-      powell += await this.scalar(u[kname.powell(n)]);
-      skippedUpdates += l.groups - await this.scalar(u[kname.acceptedG(n)]);
-      groups += l.groups;
-    }
-    return { loss, skipped: false, powellShare: powell / Math.max(1, groups), skippedShare: skippedUpdates / Math.max(1, groups) };
+    const shares = await curvatureUpdate(this.backend, this.sessions.update, this.direction.layers, this.opt, this.state, d, means(d, dStats), means(c, cStats));
+    return { loss, skipped: false, ...shares };
   }
 
   async release(): Promise<void> {
     await Promise.all(Object.values(this.sessions).map((s) => s.release()));
   }
+}
+
+/**
+ * Step 3 of §3.4, shared by the engine and the plug-in stepper: H_g, H_a, s̄, ȳ from the new A
+ * (`direction`'s output) and the two passes' means, written into `state`; returns the shares of
+ * layer groups whose G-side pair was Powell-damped and whose G-side update was skipped.
+ */
+export async function curvatureUpdate(
+  backend: Backend, session: Session, layers: readonly Layer[], opt: KroneckerOptimizer, state: Map<string, Tensor>, direction: Feeds,
+  first: (layer: string, key: 'abar' | 'hbar' | 'gbar') => Tensor, second: (layer: string, key: 'hbar' | 'gbar') => Tensor,
+): Promise<{ powellShare: number; skippedShare: number }> {
+  const feeds: Feeds = {};
+  for (const l of layers) {
+    const { G, dg, da } = layerDims(l);
+    const n = l.name;
+    const shaped = (t: Tensor, dims: number[]) => backend.tensor('float32', t.data as Float32Array, dims);
+    state.set(kname.A(n), direction[kname.newA(n)]);
+    feeds[kname.hbar(n)] = shaped(first(n, 'hbar'), [G, dg]);
+    feeds[kname.gbar(n)] = shaped(first(n, 'gbar'), [G, dg]);
+    feeds[kname.abar(n)] = shaped(first(n, 'abar'), [G, da]);
+    feeds[kname.hbar2(n)] = shaped(second(n, 'hbar'), [G, dg]);
+    feeds[kname.gbar2(n)] = shaped(second(n, 'gbar'), [G, dg]);
+  }
+  for (const name of session.inputNames) feeds[name] ??= state.get(name)!;
+  const u = await session.run(feeds);
+  let powell = 0; let skipped = 0; let groups = 0;
+  const scalar = async (t: Tensor) => Number((await backend.read(t))[0]);
+  for (const l of layers) {
+    const n = l.name;
+    for (const name of [kname.Ha(n), kname.sbar(n), kname.ybar(n), ...(opt.history === undefined ? [kname.Hg(n)] : [kname.S(n), kname.Y(n), kname.rho(n)])]) {
+      state.set(name, u[kname.next(name)]);
+    }
+    powell += await scalar(u[kname.powell(n)]);
+    skipped += l.groups - await scalar(u[kname.acceptedG(n)]);
+    groups += l.groups;
+  }
+  return { powellShare: powell / Math.max(1, groups), skippedShare: skipped / Math.max(1, groups) };
+}
+
+/** The K-BFGS state of `layers` at step 0 (H_g = I or an empty L-BFGS memory; s̄ = ȳ = 0). */
+export function initialCurvatureState(backend: Backend, layers: readonly Layer[], opt: KroneckerOptimizer, state: Map<string, Tensor>): void {
+  const zeros = (dims: number[]) => backend.tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
+  for (const l of layers) {
+    const { G, dg } = layerDims(l);
+    const n = l.name;
+    if (opt.history === undefined) {
+      const eye = new Float32Array(G * dg * dg);
+      for (let g = 0; g < G; g++) for (let i = 0; i < dg; i++) eye[g * dg * dg + i * dg + i] = 1;
+      state.set(kname.Hg(n), backend.tensor('float32', eye, [G, dg, dg]));
+    } else {
+      state.set(kname.S(n), zeros([opt.history, dg]));
+      state.set(kname.Y(n), zeros([opt.history, dg]));
+      state.set(kname.rho(n), zeros([opt.history]));
+    }
+    state.set(kname.sbar(n), zeros([G, dg]));
+    state.set(kname.ybar(n), zeros([G, dg]));
+  }
+}
+
+/** The direction graph's scalars at update t (0-based); A's EMA is skipped at t = 0 (§3.4). */
+export function directionScalars(opt: KroneckerOptimizer, t: number): Record<string, number> {
+  const o = opt.options;
+  const first = t === 0;
+  return {
+    neglr: -opt.learningRate(t + 1), beta: first ? 1 : o.statDecay, oneMinusBeta: first ? 0 : 1 - o.statDecay,
+    l2: o.decoupledWeightDecay ? 0 : o.weightDecay, decay: o.decoupledWeightDecay ? o.weightDecay : 0, rho: o.momentum, oneMinusRho: 1 - o.momentum,
+  };
 }
