@@ -66,7 +66,7 @@ export async function train(args: string[]): Promise<void> {
     'weight-decay': { type: 'string' }, 'decoupled-weight-decay': { type: 'boolean' },
     damping: { type: 'string' }, history: { type: 'string' }, 'stat-decay': { type: 'string' }, 'damping-mode': { type: 'string' },
     'warm-start': { type: 'boolean' }, 'no-warm-start': { type: 'boolean' }, 'stat-interval': { type: 'string' }, 'inverse-interval': { type: 'string' },
-    'root-interval': { type: 'string' }, 'root-iterations': { type: 'string' }, fisher: { type: 'string' },
+    'root-interval': { type: 'string' }, 'root-iterations': { type: 'string' }, fisher: { type: 'string' }, 'paper-compat': { type: 'boolean' },
     ep: { type: 'string' }, log: { type: 'string' }, out: { type: 'string', short: 'o' }, quiet: { type: 'boolean' },
   }, 1);
   if (values.help) return void console.log(HELP);
@@ -143,7 +143,8 @@ type OptimizerName = (typeof OPTIMIZERS)[number];
 const FLAG_OWNERS: Record<string, readonly OptimizerName[]> = {
   momentum: ['sgd', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], nesterov: ['sgd'], beta1: ['adam'], beta2: ['adam', 'rmsprop'],
   eps: ['adam', 'rmsprop', 'shampoo'], damping: ['kfac', 'kbfgs', 'kbfgs-l'], history: ['kbfgs-l'], 'damping-mode': ['kbfgs', 'kbfgs-l'],
-  'stat-decay': ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'warm-start': ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'no-warm-start': ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'],
+  'stat-decay': ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'],
+  'no-warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'paper-compat': ['adam'],
   'stat-interval': ['kfac', 'shampoo'], 'inverse-interval': ['kfac'], fisher: ['kfac'], 'root-interval': ['shampoo'], 'root-iterations': ['shampoo'],
 };
 
@@ -178,10 +179,10 @@ function makeOptimizer(name: OptimizerName, values: Record<string, unknown>) {
     case 'shampoo':
       return shampoo({ ...curvature, ...defined({ epsilon: num('eps'), statInterval: int('stat-interval'), rootInterval: int('root-interval'), rootIterations: int('root-iterations') }) });
     case 'sgd': return sgd({ ...common, ...defined({ nesterov: values.nesterov === true }) });
-    case 'rmsprop': return rmsprop({ ...common, ...defined({ decay: num('beta2', {}), eps: num('eps') }) });
+    case 'rmsprop': return rmsprop({ ...common, ...defined({ decay: num('beta2', {}), eps: num('eps'), warmStart: values['no-warm-start'] === true ? false : undefined }) });
     case 'adam': {
       const { momentum: _, ...rest } = common;
-      return adam({ ...rest, ...defined({ beta1: num('beta1', {}), beta2: num('beta2', {}), eps: num('eps') }) });
+      return adam({ ...rest, ...defined({ beta1: num('beta1', {}), beta2: num('beta2', {}), eps: num('eps'), paperCompat: values['paper-compat'] === true }) });
     }
   }
 }

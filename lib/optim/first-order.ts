@@ -19,8 +19,14 @@ export interface SgdOptions extends WeightDecayOptions {
 export interface AdamOptions extends WeightDecayOptions {
   lr?: number;
   beta1?: number;
+  /** Default 0.999; 0.9 with paperCompat. */
   beta2?: number;
   eps?: number;
+  /**
+   * The K-BFGS authors' Adam (ALGORITHMS.md §7.3): v is the EMA of the bias-corrected first moment's
+   * square, m̂², instead of g², and β2 defaults to 0.9.
+   */
+  paperCompat?: boolean;
 }
 
 function mul(e: Emitter, a: string, b: string): string { return e.op('Mul', [a, b]); }
@@ -63,7 +69,7 @@ export function sgd(options: SgdOptions = {}): ElementwiseOptimizer {
 }
 
 export function adam(options: AdamOptions = {}): ElementwiseOptimizer {
-  const o = { lr: 0.001, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, decoupledWeightDecay: false, ...options };
+  const o = { lr: 0.001, beta1: 0.9, beta2: options.paperCompat ? 0.9 : 0.999, eps: 1e-8, weightDecay: 0, decoupledWeightDecay: false, paperCompat: false, ...options };
   checkNonNegative({ lr: o.lr, eps: o.eps, weightDecay: o.weightDecay });
   if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1)) throw new RangeError('Adam betas must lie in [0, 1)');
   return {
@@ -77,11 +83,13 @@ export function adam(options: AdamOptions = {}): ElementwiseOptimizer {
       ...weightDecayScalars(o, lr),
       b1: o.beta1, c1: 1 - o.beta1, b2: o.beta2, c2: 1 - o.beta2, eps: o.eps,
       negstep: -lr / (1 - o.beta1 ** t), vscale: 1 / Math.sqrt(1 - o.beta2 ** t),
+      ...(o.paperCompat ? { mhat: 1 / (1 - o.beta1 ** t) } : {}),
     }),
     emitUpdate(e, p) {
       const { param, grad } = applyWeightDecay(e, p, o);
       const m = e.op('Add', [mul(e, p.state.m, p.scalar('b1')), mul(e, grad, p.scalar('c1'))]);
-      const v = e.op('Add', [mul(e, p.state.v, p.scalar('b2')), mul(e, mul(e, grad, grad), p.scalar('c2'))]);
+      const source = o.paperCompat ? mul(e, m, p.scalar('mhat')) : grad;
+      const v = e.op('Add', [mul(e, p.state.v, p.scalar('b2')), mul(e, mul(e, source, source), p.scalar('c2'))]);
       const denom = e.op('Add', [mul(e, e.op('Sqrt', [v]), p.scalar('vscale')), p.scalar('eps')]);
       const step = mul(e, e.op('Div', [m, denom]), p.scalar('negstep'));
       return { param: e.op('Add', [param, step]), state: { m, v } };
@@ -100,6 +108,8 @@ export interface RmspropOptions extends WeightDecayOptions {
   /** Decay of the second moment v ← β·v + (1−β)·m² (default 0.9). */
   decay?: number;
   eps?: number;
+  /** Start v at the mean of the squared minibatch gradients over one pass (default true, as the authors). */
+  warmStart?: boolean;
 }
 
 /**
@@ -107,7 +117,7 @@ export interface RmspropOptions extends WeightDecayOptions {
  * gradient, v ← 0.9·v + 0.1·m², and θ ← θ − α·m/(√v + ε). L2 (τ) goes into the gradient.
  */
 export function rmsprop(options: RmspropOptions = {}): ElementwiseOptimizer {
-  const o = { lr: 0.001, momentum: 0.9, decay: 0.9, eps: 1e-8, weightDecay: 1e-5, decoupledWeightDecay: false, ...options };
+  const o = { lr: 0.001, momentum: 0.9, decay: 0.9, eps: 1e-8, weightDecay: 1e-5, decoupledWeightDecay: false, warmStart: true, ...options };
   checkNonNegative({ lr: o.lr, eps: o.eps, weightDecay: o.weightDecay });
   if (!(o.momentum >= 0 && o.momentum < 1 && o.decay >= 0 && o.decay < 1)) throw new RangeError('RMSprop momentum and decay must lie in [0, 1)');
   return {
@@ -115,6 +125,7 @@ export function rmsprop(options: RmspropOptions = {}): ElementwiseOptimizer {
     name: 'rmsprop',
     options: o,
     stateNames: ['m', 'v'],
+    ...(o.warmStart ? { warmStartState: 'v' } : {}),
     learningRate: () => o.lr,
     scalars: (_t, lr) => ({ ...weightDecayScalars(o, lr), rho: o.momentum, c1: 1 - o.momentum, beta: o.decay, c2: 1 - o.decay, eps: o.eps, neglr: -lr }),
     emitUpdate(e, p) {

@@ -21,9 +21,11 @@ export interface ElementwiseOptimizer {
   readonly kind: 'elementwise';
   readonly name: string;
   /** Hyper-parameters as given, for logs and checkpoints. */
-  readonly options: Readonly<Record<string, number | boolean | string>>;
+  readonly options: Readonly<Record<string, number | boolean | string | undefined>>;
   /** Per-parameter state tensors, each shaped like the parameter and zero at step 0. */
   readonly stateNames: readonly string[];
+  /** A state started, before step 1, at the mean of the squared minibatch gradients over one pass (RMSprop's v). */
+  readonly warmStartState?: string;
   /** Scalars for step t (1-based) at learning rate lr, computed in float64 in JavaScript. */
   scalars(t: number, lr: number): Record<string, number>;
   emitUpdate(e: Emitter, p: ParameterUpdateInputs): ParameterUpdate;

@@ -1,7 +1,7 @@
 // Drives an elementwise optimizer (SGD, Adam): its update is fused into the training graph
 // (step-graph.ts), so one run takes the batch, parameters and state and returns the loss and the
 // new parameters and state.
-import { encodeModel, type onnx, type TrainingGraphOptions } from '../../graph-tools/index.js';
+import { buildTrainingGraph, encodeModel, type onnx, type TrainingGraph, type TrainingGraphOptions } from '../../graph-tools/index.js';
 import type { ElementwiseOptimizer } from '../optim/optimizer.js';
 import type { Backend, Session, Tensor } from '../runtime/backend.js';
 import { buildStepGraph, stepName, type StepGraph } from './step-graph.js';
@@ -15,7 +15,12 @@ export class ElementwiseEngine {
   private state = new Map<string, Tensor>();
   private stateOutputs = new Map<string, string>();
 
-  private constructor(private readonly backend: Backend, private readonly opt: ElementwiseOptimizer, readonly graph: StepGraph, private readonly session: Session) {
+  private initialised = false;
+
+  private constructor(
+    private readonly backend: Backend, private readonly opt: ElementwiseOptimizer, readonly graph: StepGraph, private readonly session: Session,
+    private readonly gradientGraph: () => TrainingGraph,
+  ) {
     for (const p of graph.parameters) {
       const init = graph.training.initialParameters.get(p.name)!;
       this.params.set(p.name, backend.tensor(init.dtype as 'float32', init.data as Float32Array, init.dims));
@@ -31,7 +36,44 @@ export class ElementwiseEngine {
   static async create(backend: Backend, model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, opt: ElementwiseOptimizer): Promise<ElementwiseEngine> {
     const graph = buildStepGraph(model, spec, opt);
     const session = await backend.createSession(encodeModel(graph.model), { name: `training step graph of ${spec.source ?? 'model'}` });
-    return new ElementwiseEngine(backend, opt, graph, session);
+    return new ElementwiseEngine(backend, opt, graph, session, () => buildTrainingGraph(model, spec));
+  }
+
+  get initialized(): boolean { return this.initialised || !this.opt.warmStartState; }
+  get wantsWarmStart(): boolean { return !!this.opt.warmStartState; }
+
+  /** RMSprop's warm start (ALGORITHMS.md §7.2): v = the mean over `batchFeeds` of the squared gradients. */
+  async initialise(batchFeeds: Iterable<Record<string, Tensor>>): Promise<void> {
+    const name = this.opt.warmStartState;
+    if (!name) return;
+    const tg = this.gradientGraph();
+    const session = await this.backend.createSession(encodeModel(tg.toModel()), { name: `${this.opt.name} warm start` });
+    const sums = new Map<string, Float64Array>();
+    let count = 0;
+    try {
+      for (const data of batchFeeds) {
+        const feeds: Record<string, Tensor> = { ...data };
+        for (const [k, v] of this.params) feeds[k] = v;
+        for (const [k, v] of this.buffers) feeds[k] = v;
+        const out = await session.run(feeds);
+        if (!Number.isFinite(Number((await this.backend.read(out[tg.outputs.loss]))[0]))) throw new Error(`${this.opt.name} warm start: a batch gives a non-finite loss; check the data`);
+        for (const [p, output] of tg.outputs.gradients) {
+          if (!this.state.has(stepName.state(p, name))) continue;
+          const g = await this.backend.read(out[output]) as Float32Array;
+          const acc = sums.get(p) ?? new Float64Array(g.length);
+          for (let i = 0; i < g.length; i++) acc[i] += g[i] * g[i];
+          sums.set(p, acc);
+        }
+        count++;
+      }
+    } finally {
+      await session.release();
+    }
+    for (const [p, acc] of sums) {
+      const key = stepName.state(p, name);
+      this.state.set(key, this.backend.tensor('float32', Float32Array.from(acc, (v) => v / count), this.state.get(key)!.dims));
+    }
+    this.initialised = true;
   }
 
   get training() { return this.graph.training; }

@@ -20,7 +20,7 @@ const LOSS = { kind: 'cross-entropy', reduction: 'mean' } as const;
 // The reference: PyTorch's documented algorithms, one parameter tensor at a time, in float64.
 
 interface RefSgdOptions { lr: number; momentum?: number; dampening?: number; nesterov?: boolean; weightDecay?: number; decoupled?: boolean }
-interface RefAdamOptions { lr?: number; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; decoupled?: boolean }
+interface RefAdamOptions { lr?: number; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; decoupled?: boolean; paperCompat?: boolean }
 
 interface RefOptimizer {
   /** One step: params (updated in place) with their gradients at the current params. */
@@ -84,8 +84,10 @@ class RefAdam implements RefOptimizer {
           else g += wd * p;
         }
         m[i] = beta1 * m[i] + (1 - beta1) * g;
-        v[i] = beta2 * v[i] + (1 - beta2) * g * g;
         const mHat = m[i] / (1 - beta1 ** this.t);
+        // The K-BFGS authors' Adam: v from the bias-corrected first moment.
+        const source = this.o.paperCompat ? mHat : g;
+        v[i] = beta2 * v[i] + (1 - beta2) * source * source;
         const vHat = v[i] / (1 - beta2 ** this.t);
         theta[i] = p - lr * mHat / (Math.sqrt(vHat) + eps);
       }
@@ -100,13 +102,14 @@ class RefAdam implements RefOptimizer {
 class RefRmsprop implements RefOptimizer {
   private readonly m = new Map<string, Float64Array>();
   private readonly v = new Map<string, Float64Array>();
-  constructor(private readonly o: { lr: number; momentum: number; decay: number; eps: number; l2: number }) {}
+  /** warmStart: v starts at the squared gradient at the initial point (one pass over a one-batch set). */
+  constructor(private readonly o: { lr: number; momentum: number; decay: number; eps: number; l2: number; warmStart?: boolean }) {}
 
   step(params: Map<string, Float64Array>, grads: Map<string, Float64Array>): void {
     const { lr, momentum: rho, decay: beta, eps, l2 } = this.o;
     for (const [name, theta] of params) {
       const grad = grads.get(name)!;
-      if (!this.m.has(name)) { this.m.set(name, new Float64Array(theta.length)); this.v.set(name, new Float64Array(theta.length)); }
+      if (!this.m.has(name)) { this.m.set(name, new Float64Array(theta.length)); this.v.set(name, this.o.warmStart ? grad.map((g) => g * g) : new Float64Array(theta.length)); }
       const m = this.m.get(name)!; const v = this.v.get(name)!;
       for (let i = 0; i < theta.length; i++) {
         m[i] = rho * m[i] + (1 - rho) * (grad[i] + l2 * theta[i]);
@@ -140,7 +143,9 @@ const sgdCase = (name: string, o: SgdOptions & { lr: number }, without?: string)
 });
 const adamCase = (name: string, o: AdamOptions, without?: string): Case => ({
   name, without, optimizer: () => adam(o),
-  reference: () => new RefAdam({ lr: o.lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, decoupled: o.decoupledWeightDecay }),
+  reference: () => new RefAdam({
+    lr: o.lr, beta1: o.beta1, beta2: o.beta2 ?? (o.paperCompat ? 0.9 : undefined), eps: o.eps, weightDecay: o.weightDecay, decoupled: o.decoupledWeightDecay, paperCompat: o.paperCompat,
+  }),
 });
 
 const CASES: Case[] = [
@@ -157,9 +162,15 @@ const CASES: Case[] = [
   adamCase('Adam lr 0.01, betas (0.8, 0.99), eps 0.01', { lr: 0.01, beta1: 0.8, beta2: 0.99, eps: 0.01 }, 'Adam lr 0.01'),
   adamCase('Adam lr 0.01, L2 weight decay 0.1', { lr: 0.01, weightDecay: 0.1 }, 'Adam lr 0.01'),
   adamCase('AdamW lr 0.01, decoupled weight decay 0.1', { lr: 0.01, weightDecay: 0.1, decoupledWeightDecay: true }, 'Adam lr 0.01, L2 weight decay 0.1'),
+  adamCase('Adam paper-compat (v from m̂², β2 0.9) lr 0.01', { lr: 0.01, paperCompat: true }, 'Adam lr 0.01'),
   {
-    name: 'RMSprop (papers\' form) lr 0.01, L2 0.01', optimizer: () => rmsprop({ lr: 0.01, weightDecay: 0.01 }),
+    name: 'RMSprop (papers\' form) lr 0.01, L2 0.01, no warm start', optimizer: () => rmsprop({ lr: 0.01, weightDecay: 0.01, warmStart: false }),
     reference: () => new RefRmsprop({ lr: 0.01, momentum: 0.9, decay: 0.9, eps: 1e-8, l2: 0.01 }), without: 'Adam lr 0.01',
+  },
+  {
+    name: 'RMSprop (papers\' form) lr 0.01, L2 0.01, v warm-started by one pass', optimizer: () => rmsprop({ lr: 0.01, weightDecay: 0.01 }),
+    reference: () => new RefRmsprop({ lr: 0.01, momentum: 0.9, decay: 0.9, eps: 1e-8, l2: 0.01, warmStart: true }),
+    without: 'RMSprop (papers\' form) lr 0.01, L2 0.01, no warm start',
   },
 ];
 
