@@ -7,8 +7,8 @@
 //     BFGS on H_a.
 // Plus an initialisation graph H_a⁰ = (A + λ_A·I)⁻¹ and the statistics graph for A's warm start.
 import {
-  A, buildTrainingGraph, emitBfgsInverseUpdate, emitDoubleDamping, emitLbfgsApply, emitLbfgsPush, emitPrecondition,
-  emitRegularizedInverse, GraphError, outName, prepareGraph, requireLayers, statName, type DataType, type Layer, type onnx, type TrainingGraph,
+  A, buildTrainingGraph, type Emitter, emitBfgsInverseUpdate, emitDoubleDamping, emitLbfgsApply, emitLbfgsPush, emitPrecondition,
+  emitRegularizedInverse, outName, prepareGraph, requireLayers, statName, type DataType, type Layer, type onnx, type TrainingGraph,
   type TrainingGraphOptions,
 } from '../../graph-tools/index.js';
 import type { KroneckerOptimizer } from './kbfgs.js';
@@ -48,12 +48,19 @@ export function buildStandaloneDirectionGraph(model: onnx.ModelProto, opt: Krone
   return { model: g.toModel(), layers, plainParameters, dtype };
 }
 
+/** Group i of a [G, ...] value: a Reshape when there is one group, a Gather otherwise. */
+function group(e: Emitter, x: string, i: number, G: number, inner: number[]): string {
+  return G === 1 ? e.op('Reshape', [x, e.int64s(inner)]) : e.op('Gather', [x, e.constant(i, 'int64')], [A.int('axis', 0)]);
+}
+
+/** [G, ...] from G values of shape [1, ...]. */
+function stack(e: Emitter, xs: string[]): string {
+  return xs.length === 1 ? xs[0] : e.op('Concat', xs, [A.int('axis', 0)]);
+}
+
 /** K-BFGS's per-layer part of graph 1: the A EMA and D = H_g·X·H_a (dense or L-BFGS H_g). */
 function kbfgsDirection(opt: KroneckerOptimizer, source = 'model'): (c: LayerContext) => string {
   return ({ g, e, layer: l, dtype, X, statistics, scalar }) => {
-    if (opt.history !== undefined && l.groups > 1) {
-      throw new GraphError(`${source}: layer '${l.name}' is a grouped convolution; K-BFGS(L) does not support those yet, use kbfgs`);
-    }
     const { G, dg, da } = layerDims(l);
     declare(g, kname.A(l.name), dtype, [G, da, da], 'input');
     declare(g, kname.Ha(l.name), dtype, [G, da, da], 'input');
@@ -64,12 +71,14 @@ function kbfgsDirection(opt: KroneckerOptimizer, source = 'model'): (c: LayerCon
       declare(g, kname.Hg(l.name), dtype, [G, dg, dg], 'input');
       return emitPrecondition(e, kname.Hg(l.name), X, kname.Ha(l.name));
     }
-    declare(g, kname.S(l.name), dtype, [opt.history, dg], 'input');
-    declare(g, kname.Y(l.name), dtype, [opt.history, dg], 'input');
-    declare(g, kname.rho(l.name), dtype, [opt.history], 'input');
-    const X2 = e.op('Reshape', [X, e.int64s([dg, da])]);
-    const HgX = emitLbfgsApply(e, X2, kname.S(l.name), kname.Y(l.name), kname.rho(l.name), 1, { memory: opt.history, dtype });
-    return e.op('MatMul', [e.op('Reshape', [HgX, e.int64s([1, dg, da])]), kname.Ha(l.name)]);
+    const p = opt.history;
+    declare(g, kname.S(l.name), dtype, [G, p, dg], 'input');
+    declare(g, kname.Y(l.name), dtype, [G, p, dg], 'input');
+    declare(g, kname.rho(l.name), dtype, [G, p], 'input');
+    // The L-BFGS operator on the columns of each group's X, then ·H_a (all groups in one MatMul).
+    const HgX = Array.from({ length: G }, (_, i) => e.unsqueeze(emitLbfgsApply(e, group(e, X, i, G, [dg, da]),
+      group(e, kname.S(l.name), i, G, [p, dg]), group(e, kname.Y(l.name), i, G, [p, dg]), group(e, kname.rho(l.name), i, G, [p]), 1, { memory: p, dtype }), [0]));
+    return e.op('MatMul', [stack(e, HgX), kname.Ha(l.name)]);
   };
 }
 
@@ -101,10 +110,7 @@ export function buildUpdateGraph(layers: Layer[], opt: KroneckerOptimizer, dtype
   const lambdaA = Math.sqrt(o.damping);
   const k = (v: number) => e.constant(v, dtype);
   const ema = (old: string, x: string) => e.op('Add', [e.op('Mul', [old, k(o.pairDecay)]), e.op('Mul', [x, k(1 - o.pairDecay)])]);
-  /** Group i of a [G, ...] value: a Reshape when there is one group, a Gather otherwise. */
-  const group = (x: string, i: number, G: number, inner: number[]) => (G === 1
-    ? e.op('Reshape', [x, e.int64s(inner)])
-    : e.op('Gather', [x, e.constant(i, 'int64')], [A.int('axis', 0)]));
+  const grp = (x: string, i: number, G: number, inner: number[]) => group(e, x, i, G, inner);
   for (const l of layers) {
     const { G, dg, da } = layerDims(l);
     const n = l.name;
@@ -119,42 +125,48 @@ export function buildUpdateGraph(layers: Layer[], opt: KroneckerOptimizer, dtype
     declare(g, kname.next(kname.ybar(n)), dtype, [G, dg], 'output', ybar);
     const powell: string[] = []; const acceptedG: string[] = []; const acceptedA: string[] = [];
     const newHg: string[] = []; const newHa: string[] = [];
+    const newS: string[] = []; const newY: string[] = []; const newRho: string[] = [];
+    const p = opt.history ?? 0;
     if (opt.history === undefined) declare(g, kname.Hg(n), dtype, [G, dg, dg], 'input');
     else {
-      declare(g, kname.S(n), dtype, [opt.history, dg], 'input');
-      declare(g, kname.Y(n), dtype, [opt.history, dg], 'input');
-      declare(g, kname.rho(n), dtype, [opt.history], 'input');
+      declare(g, kname.S(n), dtype, [G, p, dg], 'input');
+      declare(g, kname.Y(n), dtype, [G, p, dg], 'input');
+      declare(g, kname.rho(n), dtype, [G, p], 'input');
     }
     for (let i = 0; i < G; i++) {
-      const s = group(sbar, i, G, [dg]); const y = group(ybar, i, G, [dg]); const r = group(kname.gbar(n), i, G, [dg]);
+      const [S, Y, rho] = opt.history === undefined ? [] : [grp(kname.S(n), i, G, [p, dg]), grp(kname.Y(n), i, G, [p, dg]), grp(kname.rho(n), i, G, [p])];
+      const s = grp(sbar, i, G, [dg]); const y = grp(ybar, i, G, [dg]); const r = grp(kname.gbar(n), i, G, [dg]);
       // Double damping needs H_g·ȳ: a product with the dense inverse, or the L-BFGS operator.
       const Hy = opt.history === undefined
-        ? e.op('MatMul', [group(kname.Hg(n), i, G, [dg, dg]), y])
-        : e.op('Reshape', [emitLbfgsApply(e, e.op('Reshape', [y, e.int64s([dg, 1])]), kname.S(n), kname.Y(n), kname.rho(n), 1, { memory: opt.history, dtype }), e.int64s([dg])]);
+        ? e.op('MatMul', [grp(kname.Hg(n), i, G, [dg, dg]), y])
+        : e.op('Reshape', [emitLbfgsApply(e, e.op('Reshape', [y, e.int64s([dg, 1])]), S!, Y!, rho!, 1, { memory: p, dtype }), e.int64s([dg])]);
       const dd = emitDoubleDamping(e, s, y, Hy, { mu1: o.powell, mu2: Math.sqrt(o.damping), mode: o.dampingMode, dtype });
       powell.push(dd.powell);
       if (opt.history === undefined) {
-        const u = emitBfgsInverseUpdate(e, group(kname.Hg(n), i, G, [dg, dg]), dd.s, dd.y, r, { dtype });
+        const u = emitBfgsInverseUpdate(e, grp(kname.Hg(n), i, G, [dg, dg]), dd.s, dd.y, r, { dtype });
         newHg.push(e.unsqueeze(u.H, [0])); acceptedG.push(u.accepted);
       } else {
-        const u = emitLbfgsPush(e, kname.S(n), kname.Y(n), kname.rho(n), dd.s, dd.y, r, { memory: opt.history, dtype });
-        declare(g, kname.next(kname.S(n)), dtype, [opt.history, dg], 'output', u.S);
-        declare(g, kname.next(kname.Y(n)), dtype, [opt.history, dg], 'output', u.Y);
-        declare(g, kname.next(kname.rho(n)), dtype, [opt.history], 'output', u.rho);
+        const u = emitLbfgsPush(e, S!, Y!, rho!, dd.s, dd.y, r, { memory: p, dtype });
+        newS.push(e.unsqueeze(u.S, [0])); newY.push(e.unsqueeze(u.Y, [0])); newRho.push(e.unsqueeze(u.rho, [0]));
         acceptedG.push(u.accepted);
       }
       // Hessian-action BFGS on H_a: s_a = H_a·ā, y_a = (A + λ_A·I)·s_a, reference ā.
-      const Ha = group(kname.Ha(n), i, G, [da, da]);
-      const abar = group(kname.abar(n), i, G, [da]);
+      const Ha = grp(kname.Ha(n), i, G, [da, da]);
+      const abar = grp(kname.abar(n), i, G, [da]);
       const sa = e.op('MatMul', [Ha, abar]);
-      const ya = e.op('Add', [e.op('MatMul', [group(kname.A(n), i, G, [da, da]), sa]), e.op('Mul', [sa, k(lambdaA)])]);
+      const ya = e.op('Add', [e.op('MatMul', [grp(kname.A(n), i, G, [da, da]), sa]), e.op('Mul', [sa, k(lambdaA)])]);
       const ua = emitBfgsInverseUpdate(e, Ha, sa, ya, abar, { dtype });
       newHa.push(e.unsqueeze(ua.H, [0])); acceptedA.push(ua.accepted);
     }
-    const stack = (xs: string[]) => (xs.length === 1 ? xs[0] : e.op('Concat', xs, [A.int('axis', 0)]));
+    const all = (xs: string[]) => stack(e, xs);
     const total = (xs: string[]) => e.sum(xs);
-    if (opt.history === undefined) declare(g, kname.next(kname.Hg(n)), dtype, [G, dg, dg], 'output', stack(newHg));
-    declare(g, kname.next(kname.Ha(n)), dtype, [G, da, da], 'output', stack(newHa));
+    if (opt.history === undefined) declare(g, kname.next(kname.Hg(n)), dtype, [G, dg, dg], 'output', all(newHg));
+    else {
+      declare(g, kname.next(kname.S(n)), dtype, [G, p, dg], 'output', all(newS));
+      declare(g, kname.next(kname.Y(n)), dtype, [G, p, dg], 'output', all(newY));
+      declare(g, kname.next(kname.rho(n)), dtype, [G, p], 'output', all(newRho));
+    }
+    declare(g, kname.next(kname.Ha(n)), dtype, [G, da, da], 'output', all(newHa));
     declare(g, kname.powell(n), dtype, [], 'output', total(powell));
     declare(g, kname.acceptedG(n), dtype, [], 'output', total(acceptedG));
     declare(g, kname.acceptedA(n), dtype, [], 'output', total(acceptedA));

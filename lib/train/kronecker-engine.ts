@@ -154,9 +154,9 @@ export function initialCurvatureState(backend: Backend, layers: readonly Layer[]
       for (let g = 0; g < G; g++) for (let i = 0; i < dg; i++) eye[g * dg * dg + i * dg + i] = 1;
       state.set(kname.Hg(n), backend.tensor('float32', eye, [G, dg, dg]));
     } else {
-      state.set(kname.S(n), zeros([opt.history, dg]));
-      state.set(kname.Y(n), zeros([opt.history, dg]));
-      state.set(kname.rho(n), zeros([opt.history]));
+      state.set(kname.S(n), zeros([G, opt.history, dg]));
+      state.set(kname.Y(n), zeros([G, opt.history, dg]));
+      state.set(kname.rho(n), zeros([G, opt.history]));
     }
     state.set(kname.sbar(n), zeros([G, dg]));
     state.set(kname.ybar(n), zeros([G, dg]));

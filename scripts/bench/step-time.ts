@@ -1,5 +1,5 @@
 // Seconds per training step against the floor of one forward+backward pass of the same graph.
-// Usage: npx tsx scripts/bench/step-time.ts [--ep cpu|wasm|webgpu] [--batch 1000] [--steps 20] [--optimizer sgd|adam|rmsprop|kfac|shampoo|kbfgs|kbfgs-l]
+// Usage: npx tsx scripts/bench/step-time.ts [--model models/mnist-autoencoder.onnx|models/resnet-small.onnx] [--ep cpu|wasm|webgpu] [--batch 1000|128] [--steps 20] [--optimizer sgd|adam|rmsprop|kfac|shampoo|kbfgs|kbfgs-l]
 // Prints one JSON object.
 import { parseArgs } from 'node:util';
 import { buildTrainingGraph, encodeModel } from '../../graph-tools/index.js';
@@ -12,11 +12,13 @@ import { Trainer } from '../../lib/train/trainer.js';
 import { machine, median, timeRuns } from './common.js';
 
 const { values } = parseArgs({ options: {
-  ep: { type: 'string', default: 'cpu' }, batch: { type: 'string', default: '1000' }, steps: { type: 'string', default: '20' },
+  ep: { type: 'string', default: 'cpu' }, batch: { type: 'string' }, steps: { type: 'string', default: '20' },
   optimizer: { type: 'string', default: 'adam' }, model: { type: 'string', default: 'models/mnist-autoencoder.onnx' },
 } });
 const ep = values.ep as ExecutionProvider;
-const batchSize = Number(values.batch);
+// The paper's autoencoder (BCE on its own input) or a classifier on the digits' labels (the CNNs).
+const autoencoder = values.model!.includes('autoencoder');
+const batchSize = Number(values.batch ?? (autoencoder ? 1000 : 128));
 const steps = Number(values.steps);
 const warmup = 3;
 
@@ -24,16 +26,17 @@ const backend = await createBackend(ep);
 const model = readModelFile(values.model!);
 const data = loadBundledMnist();
 const batch = batches(data, { batchSize, shuffle: false, seed: 0, epoch: 0 }).next().value!;
-const spec = { kind: 'bce-with-logits' as const, reduction: 'per-sample-sum' as const };
+const spec = autoencoder ? { kind: 'bce-with-logits' as const, reduction: 'per-sample-sum' as const } : { kind: 'cross-entropy' as const, reduction: 'mean' as const };
 
 const time = (fn: () => Promise<unknown>) => timeRuns(fn, steps, warmup);
 
 // Floor: the training graph (loss + every parameter gradient), one session.run.
 const tg = buildTrainingGraph(model, { ...spec });
 const floorSession = await backend.createSession(encodeModel(tg.toModel()), { name: 'forward+backward' });
+const inputDims = [batch.size, ...(tg.dataInputs[0].type.shape!.slice(1) as number[])];
 const feeds: Record<string, Tensor> = {
-  input: backend.tensor('float32', batch.inputs, [batch.size, 784]),
-  [tg.target.name]: backend.tensor('float32', batch.inputs, [batch.size, 784]),
+  [tg.dataInputs[0].name]: backend.tensor('float32', batch.inputs, inputDims),
+  [tg.target.name]: autoencoder ? backend.tensor('float32', batch.inputs, inputDims) : backend.tensor('int64', batch.labels!, [batch.size]),
 };
 for (const [p, v] of tg.initialParameters) feeds[p] = backend.tensor('float32', v.data as Float32Array, v.dims);
 const floor = await time(() => floorSession.run(feeds));
@@ -50,7 +53,7 @@ const optimizers = {
 const intervalOf = (o: ReturnType<(typeof optimizers)[keyof typeof optimizers]>) =>
   o.kind === 'factored' ? (o.name === 'kfac' ? o.options.inverseInterval : o.options.rootInterval) : 1;
 const optimizer = (optimizers[values.optimizer as keyof typeof optimizers] ?? (() => { throw new Error(`unknown optimizer ${values.optimizer}`); }))();
-const trainer = await Trainer.create(backend, model, { ...spec, optimizer, target: 'input' });
+const trainer = await Trainer.create(backend, model, { ...spec, optimizer, target: autoencoder ? 'input' : 'label' });
 const interval = intervalOf(optimizer);
 if (optimizer.kind === 'factored') for (let i = 0; i < interval; i++) await trainer.trainStep(batch);
 const step = interval === 1 ? await time(() => trainer.trainStep(batch))

@@ -11,6 +11,7 @@ import { Trainer } from '../../../lib/train/trainer.js';
 import { KbfgsReference } from '../../helpers/kbfgs-reference.js';
 import { cloneRefMlp, makeRefMlp } from '../../helpers/mlp-reference.js';
 import { activations, data, expectParametersMatch, M, sizes, toOnnx } from '../../helpers/tiny-autoencoder.js';
+import { A, ModelBuilder } from '../../helpers/models.js';
 
 for (const [name, memory] of [['kbfgs', undefined], ['kbfgs-l with p = 2 (pairs dropped after step 2)', 2]] as const) {
   describe(`K-BFGS engine against the float64 reference: ${name}`, () => {
@@ -75,6 +76,38 @@ describe('K-BFGS engine: non-finite steps', () => {
       expect((await trainer.trainStep({ index: 2, epoch: 0, size: M, inputs: X })).skipped).to.equal(false);
     } finally {
       await trainer.dispose();
+    }
+  });
+});
+
+describe('K-BFGS(L) on a grouped convolution (per-group L-BFGS memories)', () => {
+  it('equals dense K-BFGS while no pair has been dropped (L-BFGS = BFGS on the same pairs, per group)', async () => {
+    const b = new ModelBuilder(17);
+    const n = 6;
+    const x = b.input('x', ['N', 4, 5, 5], [n, 4, 5, 5]);
+    const conv = b.node('Conv', [x, b.init('W', [6, 2, 3, 3], 0.4), b.init('b', [6], 0.1)], [A.ints('kernel_shape', [3, 3]), A.int('group', 2)]);
+    const model = b.model(b.gemm(b.node('Flatten', [b.node('Tanh', [conv])]), 6 * 9, 3, { transB: true, scale: 0.3 }));
+    const batch = { index: 0, epoch: 0, size: n, inputs: b.data.x.data as Float32Array, labels: BigInt64Array.from({ length: n }, (_, i) => BigInt(i % 3)) };
+    const run = async (optimizer: ReturnType<typeof kbfgs>) => {
+      const trainer = await Trainer.create(await createBackend('cpu'), model, { kind: 'cross-entropy', reduction: 'mean', target: 'label', optimizer });
+      try {
+        const losses: number[] = [];
+        for (let i = 0; i < 4; i++) losses.push((await trainer.trainStep(batch)).loss);
+        return { losses, params: await trainer.parameters() };
+      } finally {
+        await trainer.dispose();
+      }
+    };
+    const opts = { lr: 0.3, damping: 0.3, warmStart: false };
+    const dense = await run(kbfgs(opts));
+    const limited = await run(kbfgsL({ ...opts, history: 10 }));
+    expect(dense.losses[3]).to.be.below(dense.losses[0]);
+    limited.losses.forEach((l, i) => expect(Math.abs(l - dense.losses[i]) / dense.losses[i], `loss ${i}`).to.be.below(1e-5));
+    for (const [p, t] of dense.params) {
+      const got = limited.params.get(p)!.data as Float32Array;
+      const want = t.data as Float32Array;
+      const scale = Math.max(...Array.from(want, Math.abs));
+      expect(Math.max(...Array.from(want, (v, i) => Math.abs(got[i] - v))) / scale, p).to.be.below(1e-4);
     }
   });
 });
