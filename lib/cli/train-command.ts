@@ -37,21 +37,31 @@ Loss
                              trained (default; what an eval-mode export computes), or batch
                              statistics with the running statistics updated and written by --out
 Optimizer
-  --optimizer sgd|adam|rmsprop|kbfgs|kbfgs-l   (default adam)
-  --lr X                     learning rate (sgd 0.01, adam 0.001, kbfgs 0.3)
-  --momentum X               sgd momentum (default 0)  --nesterov
-  --beta1 X --beta2 X --eps X                           adam (0.9, 0.999, 1e-8)
-                             rmsprop: --momentum (0.9), --beta2 = decay of v (0.9), --eps
-  --weight-decay X           L2 added to the gradient (default 0; kbfgs 1e-5)
+  --optimizer sgd|adam|rmsprop|kfac|shampoo|kbfgs|kbfgs-l   (default adam)
+  --lr X                     learning rate (sgd 0.01, adam/rmsprop 0.001, kfac 1, shampoo 0.1,
+                             kbfgs 0.3)
+  --momentum X               sgd: PyTorch momentum (default 0), --nesterov; rmsprop, kfac, shampoo,
+                             kbfgs: ρ of m ← ρm + (1−ρ)ĝ (default 0.9)
+  --beta1 X --beta2 X --eps X  adam (0.9, 0.999, 1e-8); --paper-compat: the K-BFGS authors' Adam
+                             rmsprop: --beta2 = decay of v (0.9), --eps; shampoo: --eps = ε (10)
+  --weight-decay X           L2 added to the gradient (default 0; rmsprop, kfac, shampoo, kbfgs 1e-5)
   --decoupled-weight-decay   decoupled decay instead (AdamW, SGDW)
-  --damping X                kbfgs: λ; λ_A = √λ is added to A, μ2 = √λ (default 0.3)
+  --damping X                kfac: √λ added to each factor (3); kbfgs: λ, λ_A = √λ added to A,
+                             μ2 = √λ (0.3); shampoo: ε; ignored with a warning by sgd/adam/rmsprop
   --history N                kbfgs-l: L-BFGS memory p (default 100)
-  --stat-decay X             kbfgs: EMA decay of A (default 0.9)
+  --stat-decay X             kfac, shampoo, kbfgs: EMA decay of the factors (default 0.9)
   --damping-mode neurips|lm  kbfgs: the second damping step (default neurips)
-  --no-warm-start            kbfgs: A from the first batch instead of a pass over the data
+  --warm-start | --no-warm-start   rmsprop (v), kfac, shampoo, kbfgs (the factors): one pass over
+                             the data first (default), or the first batch
+  --stat-interval N          kfac, shampoo: refresh the factors every N steps (default 1)
+  --inverse-interval N       kfac: invert every N steps and at each of the first N (default 20)
+  --fisher sampled|empirical kfac: G from targets sampled from the model (default) or the data's
+  --root-interval N          shampoo: inverse fourth roots every N steps (default 20)
+  --root-iterations N        shampoo: coupled Newton iterations per root (default 25)
 Runtime and output
   --ep cpu|wasm|webgpu|cuda  execution provider (default cpu)
-  --log FILE.jsonl           one JSON line per step: {"step","epoch","loss","time","lr"}, and per
+  --log FILE.jsonl           one JSON line per step: {"step","epoch","loss","time","lr"} (kbfgs adds
+                             "powell_damped", "skipped_updates"), and per
                              evaluated epoch: {"epoch","eval_loss","eval_accuracy"}
   --out FILE.onnx            your model with the trained weights in place
   --quiet                    no progress display`;
@@ -142,13 +152,23 @@ type OptimizerName = (typeof OPTIMIZERS)[number];
 /** Which optimizers take each optimizer-specific flag (the rest take --lr, --weight-decay, --decoupled-weight-decay). */
 const FLAG_OWNERS: Record<string, readonly OptimizerName[]> = {
   momentum: ['sgd', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], nesterov: ['sgd'], beta1: ['adam'], beta2: ['adam', 'rmsprop'],
-  eps: ['adam', 'rmsprop', 'shampoo'], damping: ['kfac', 'kbfgs', 'kbfgs-l'], history: ['kbfgs-l'], 'damping-mode': ['kbfgs', 'kbfgs-l'],
+  eps: ['adam', 'rmsprop', 'shampoo'], damping: ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], history: ['kbfgs-l'], 'damping-mode': ['kbfgs', 'kbfgs-l'],
   'stat-decay': ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'],
   'no-warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'paper-compat': ['adam'],
   'stat-interval': ['kfac', 'shampoo'], 'inverse-interval': ['kfac'], fisher: ['kfac'], 'root-interval': ['shampoo'], 'root-iterations': ['shampoo'],
 };
 
 function makeOptimizer(name: OptimizerName, values: Record<string, unknown>) {
+  // One command line for every optimizer (the papers' comparisons pass --lr and --damping to each):
+  // Shampoo's damping is its ε; a first-order method has none, which is said, not fatal.
+  if (values.damping !== undefined && name === 'shampoo') {
+    if (values.eps !== undefined) throw new UsageError('--damping and --eps both set Shampoo\'s ε; give one');
+    values = { ...values, eps: values.damping, damping: undefined };
+  }
+  if (values.damping !== undefined && !FLAG_OWNERS.damping.includes(name)) {
+    console.error(`kfqn train: --damping does not apply to ${name}; ignored`);
+    values = { ...values, damping: undefined };
+  }
   for (const [flag, owners] of Object.entries(FLAG_OWNERS)) {
     if (values[flag] !== undefined && !owners.includes(name)) throw new UsageError(`--${flag} is not an option of ${name} (it is for ${owners.join(', ')})`);
   }

@@ -137,3 +137,21 @@ export function writeTensor(path: string, t: TensorData): string {
 export function readJsonLines(path: string): Record<string, unknown>[] {
   return lines(readFileSync(path, 'utf8')).map((l) => JSON.parse(l) as Record<string, unknown>);
 }
+
+/** x [N,1,4,4] → Flatten → Gemm 16→6 → Relu → Gemm 6→16 → logits [N,16]: an autoencoder for idx:spec/fixtures/idx. */
+export function tinyAutoencoderModel(): onnx.ModelProto {
+  return tinyModel({
+    input: { name: 'x', shape: ['N', 1, 4, 4] },
+    initializers: [
+      { name: 'enc.weight', dims: [6, 16], values: values(96, 5) }, { name: 'enc.bias', dims: [6], values: values(6, 6, 0.1) },
+      { name: 'dec.weight', dims: [16, 6], values: values(96, 7) }, { name: 'dec.bias', dims: [16], values: values(16, 8, 0.1) },
+    ],
+    nodes: [
+      { op: 'Flatten', inputs: ['x'], outputs: ['flat'], name: 'flatten', attrs: [A.int('axis', 1)] },
+      { op: 'Gemm', inputs: ['flat', 'enc.weight', 'enc.bias'], outputs: ['h'], name: 'enc', attrs: [A.int('transB', 1)] },
+      { op: 'Relu', inputs: ['h'], outputs: ['code'], name: 'relu' },
+      { op: 'Gemm', inputs: ['code', 'dec.weight', 'dec.bias'], outputs: ['logits'], name: 'dec', attrs: [A.int('transB', 1)] },
+    ],
+    output: { name: 'logits', shape: ['N', 16] },
+  });
+}

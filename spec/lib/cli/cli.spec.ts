@@ -8,6 +8,7 @@ import * as ort from 'onnxruntime-node';
 import { tensorFromProto, type TensorData } from '../../../graph-tools/index.js';
 import { readModelFile, readTensorFile } from '../../../lib/io/files.js';
 import {
+  tinyAutoencoderModel,
   flattenGemmModel, gemmThenModel, lines, readJsonLines, removeTempDir, runCli, spawnCli, tempDir, writeModel, writeTensor, type CliResult,
 } from '../../helpers/cli.js';
 import { relError } from '../../helpers/train.js';
@@ -252,6 +253,28 @@ describe('kfqn CLI', function () {
       const w = (p: string) => readModelFile(p).graph!.initializer!.map((t) => [t.name, tensorFromProto(t).dims]);
       expect(w(out)).to.deep.equal(w(model));
     });
+  });
+
+  // The comparison command of issue 4, the same for every optimizer: file order, a fixed number of
+  // steps, --lr and --damping (Shampoo's ε; ignored with a warning by first-order methods).
+  describe('train: the papers\' comparison command for every optimizer', () => {
+    for (const name of ['sgd', 'adam', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l']) {
+      it(`--optimizer ${name}: a JSONL line per step with finite losses that fall`, async () => {
+        const model = writeModel(join(tmp, `ae_${name}.onnx`), tinyAutoencoderModel());
+        const log = join(tmp, `ae_${name}.jsonl`);
+        const lr = { sgd: '0.003', adam: '0.01', rmsprop: '0.01', kfac: '0.3', shampoo: '0.03', kbfgs: '0.3', 'kbfgs-l': '0.3' }[name]!;
+        const r = await runCli(['train', model, '--data', IDX, '--limit', '16', '--no-shuffle', '--batch-size', '8', '--steps', '6', '--target', 'input',
+          '--loss', 'bce-with-logits', '--reduction', 'per-sample-sum', '--optimizer', name, '--lr', lr, '--damping', '1', '--log', log, '--quiet']);
+        expect(r.code, `exit code (stderr: ${r.stderr})`).to.equal(0);
+        expect(r.stderr).to.equal(['sgd', 'adam', 'rmsprop'].includes(name) ? `kfqn train: --damping does not apply to ${name}; ignored\n` : '');
+        const entries = readJsonLines(log);
+        expect(entries.map((e) => e.step)).to.deep.equal([1, 2, 3, 4, 5, 6]);
+        expect(entries.every((e) => Number.isFinite(e.loss) && e.lr === Number(lr))).to.equal(true);
+        if (name.startsWith('kbfgs')) expect(entries[0]).to.include.keys('powell_damped', 'skipped_updates');
+        // Steps 5 and 6 see the batches of steps 1 and 2 again (file order, 2 batches per epoch).
+        expect((entries[4].loss as number) + (entries[5].loss as number)).to.be.below((entries[0].loss as number) + (entries[1].loss as number));
+      });
+    }
   });
 
   describe('bad input: one line on stderr, a non-zero exit code, no output file', () => {
