@@ -42,7 +42,9 @@ Optimizer
                              kbfgs 0.3)
   --momentum X               sgd: PyTorch momentum (default 0), --nesterov; rmsprop, kfac, shampoo,
                              kbfgs: ρ of m ← ρm + (1−ρ)ĝ (default 0.9)
-  --beta1 X --beta2 X --eps X  adam (0.9, 0.999, 1e-8); --paper-compat: the K-BFGS authors' Adam
+  --paper-compat             sgd: the papers' SGD-m (m ← 0.9m + 0.1ĝ from 0, τ 1e-5); adam: the
+                             K-BFGS authors' Adam (v from m̂², β2 0.9)
+  --beta1 X --beta2 X --eps X  adam (0.9, 0.999, 1e-8)
                              rmsprop: --beta2 = decay of v (0.9), --eps; shampoo: --eps = ε (10)
   --weight-decay X           L2 added to the gradient (default 0; rmsprop, kfac, shampoo, kbfgs 1e-5)
   --decoupled-weight-decay   decoupled decay instead (AdamW, SGDW)
@@ -154,7 +156,7 @@ const FLAG_OWNERS: Record<string, readonly OptimizerName[]> = {
   momentum: ['sgd', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], nesterov: ['sgd'], beta1: ['adam'], beta2: ['adam', 'rmsprop'],
   eps: ['adam', 'rmsprop', 'shampoo'], damping: ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], history: ['kbfgs-l'], 'damping-mode': ['kbfgs', 'kbfgs-l'],
   'stat-decay': ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'],
-  'no-warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'paper-compat': ['adam'],
+  'no-warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'paper-compat': ['sgd', 'adam'],
   'stat-interval': ['kfac', 'shampoo'], 'inverse-interval': ['kfac'], fisher: ['kfac'], 'root-interval': ['shampoo'], 'root-iterations': ['shampoo'],
 };
 
@@ -198,7 +200,7 @@ function makeOptimizer(name: OptimizerName, values: Record<string, unknown>) {
       });
     case 'shampoo':
       return shampoo({ ...curvature, ...defined({ epsilon: num('eps'), statInterval: int('stat-interval'), rootInterval: int('root-interval'), rootIterations: int('root-iterations') }) });
-    case 'sgd': return sgd({ ...common, ...defined({ nesterov: values.nesterov === true }) });
+    case 'sgd': return sgd({ ...common, ...defined({ nesterov: values.nesterov === true, paperCompat: values['paper-compat'] === true }) });
     case 'rmsprop': return rmsprop({ ...common, ...defined({ decay: num('beta2', {}), eps: num('eps'), warmStart: values['no-warm-start'] === true ? false : undefined }) });
     case 'adam': {
       const { momentum: _, ...rest } = common;

@@ -14,6 +14,11 @@ export interface SgdOptions extends WeightDecayOptions {
   momentum?: number;
   dampening?: number;
   nesterov?: boolean;
+  /**
+   * The K-BFGS papers' SGD-m (ALGORITHMS.md §7.1): m ← 0.9m + 0.1ĝ from m = 0 (PyTorch starts its
+   * buffer at the first gradient), θ ← θ − α·m; momentum and dampening default to 0.9, L2 τ to 1e-5.
+   */
+  paperCompat?: boolean;
 }
 
 export interface AdamOptions extends WeightDecayOptions {
@@ -46,7 +51,11 @@ function weightDecayScalars(o: WeightDecayOptions, lr: number): Record<string, n
 }
 
 export function sgd(options: SgdOptions = {}): ElementwiseOptimizer {
-  const o = { lr: 0.01, momentum: 0, dampening: 0, nesterov: false, weightDecay: 0, decoupledWeightDecay: false, ...options };
+  const paper = options.paperCompat === true;
+  const o = {
+    lr: 0.01, momentum: paper ? 0.9 : 0, dampening: paper ? 0.9 : 0, nesterov: false, weightDecay: paper ? 1e-5 : 0, decoupledWeightDecay: false,
+    paperCompat: false, ...options,
+  };
   if (o.nesterov && (o.momentum <= 0 || o.dampening !== 0)) throw new RangeError('Nesterov momentum needs momentum > 0 and dampening 0');
   checkNonNegative({ lr: o.lr, momentum: o.momentum, weightDecay: o.weightDecay });
   const withMomentum = o.momentum !== 0;
@@ -56,8 +65,8 @@ export function sgd(options: SgdOptions = {}): ElementwiseOptimizer {
     options: o,
     stateNames: withMomentum ? ['momentum'] : [],
     learningRate: () => o.lr,
-    // PyTorch starts the buffer at the first gradient (no dampening on step 1).
-    scalars: (t, lr) => ({ ...weightDecayScalars(o, lr), neglr: -lr, mu: o.momentum, damp: t === 1 ? 1 : 1 - o.dampening }),
+    // PyTorch starts the buffer at the first gradient (no dampening on step 1); the papers at zero.
+    scalars: (t, lr) => ({ ...weightDecayScalars(o, lr), neglr: -lr, mu: o.momentum, damp: t === 1 && !o.paperCompat ? 1 : 1 - o.dampening }),
     emitUpdate(e, p): ParameterUpdate {
       const { param, grad } = applyWeightDecay(e, p, o);
       if (!withMomentum) return { param: e.op('Add', [param, mul(e, grad, p.scalar('neglr'))]), state: {} };

@@ -5,6 +5,7 @@ import {
   type Activation, type RefLossKind, type RefMlp, type RefReduction,
 } from '../helpers/mlp-reference.js';
 import { bfgsUpdate, doubleDamping, KbfgsReference, matVec, SgdmReference, twoLoop } from '../helpers/kbfgs-reference.js';
+import { structuredData } from '../helpers/tiny-autoencoder.js';
 
 const dot = (u: ArrayLike<number>, v: ArrayLike<number>) => { let s = 0; for (let i = 0; i < u.length; i++) s += u[i] * v[i]; return s; };
 const norm = (u: ArrayLike<number>) => Math.sqrt(dot(u, u));
@@ -17,22 +18,6 @@ function randomArray(rng: RefRng, n: number, lo = -1, hi = 1): Float64Array {
   const out = new Float64Array(n);
   for (let i = 0; i < n; i++) out[i] = rng.uniform(lo, hi);
   return out;
-}
-
-/** 64 structured samples in [0,1]^16: sigmoid of a rank-3 mix plus a little noise. */
-function autoencoderData(seed = 7, M = 64, d = 16, k = 3): Float64Array {
-  const rng = new RefRng(seed);
-  const P = Array.from({ length: k * d }, () => 2 * rng.normal());
-  const X = new Float64Array(M * d);
-  for (let i = 0; i < M; i++) {
-    const z = Array.from({ length: k }, () => rng.uniform(-1, 1));
-    for (let j = 0; j < d; j++) {
-      let v = 0.2 * rng.normal();
-      for (let q = 0; q < k; q++) v += z[q] * P[q * d + j];
-      X[i * d + j] = 1 / (1 + Math.exp(-v));
-    }
-  }
-  return X;
 }
 
 function spdMatrix(rng: RefRng, n: number): Float64Array {
@@ -178,7 +163,7 @@ describe('helpers: K-BFGS float64 reference', () => {
 
   for (const dampingMode of ['neurips', 'lm'] as const) {
     it(`after each update H_g satisfies the secant equation for the damped pair, H_a for its pair (${dampingMode})`, () => {
-      const X = autoencoderData(3, 32);
+      const X = structuredData(3, 32);
       const net = makeRefMlp([16, 8, 4, 8, 16], ['relu', 'relu', 'relu', 'linear'], { kind: 'bce-with-logits', reduction: 'per-sample-sum' }, 4);
       const opt = new KbfgsReference({ lr: 0.3, damping: 0.3, dampingMode });
       let updates = 0;
@@ -227,7 +212,7 @@ describe('helpers: K-BFGS float64 reference', () => {
   });
 
   it('dense K-BFGS and K-BFGS(L) with p ≥ steps give the same iterates', () => {
-    const X = autoencoderData(5, 32);
+    const X = structuredData(5, 32);
     const base = makeRefMlp([16, 8, 4, 8, 16], ['relu', 'relu', 'relu', 'linear'], { kind: 'bce-with-logits', reduction: 'per-sample-sum' }, 6);
     for (const dampingMode of ['neurips', 'lm'] as const) {
       const a = cloneRefMlp(base), b = cloneRefMlp(base);
@@ -257,7 +242,7 @@ describe('helpers: K-BFGS float64 reference', () => {
     // At the fixed lr 0.3 the damping bounds H_g and H_a by about 1/√λ each, so in the first 20
     // steps K-BFGS moves like SGD-m at a somewhat larger lr and does NOT beat SGD-m at lr 1; the
     // comparison therefore tunes both methods' lr on the same grid (λ fixed at 0.3).
-    const X = autoencoderData();
+    const X = structuredData();
     const base = makeRefMlp([16, 8, 4, 8, 16], ['relu', 'relu', 'relu', 'linear'], { kind: 'bce-with-logits', reduction: 'per-sample-sum' }, 1);
     const steps = 20, grid = [0.01, 0.03, 0.1, 0.3, 1];
     const run = (stepper: (net: RefMlp) => void): number => {

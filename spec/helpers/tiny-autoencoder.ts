@@ -12,8 +12,8 @@ export function toOnnx(net: RefMlp) {
   const nodes = []; const initializers = [];
   let x = 'x';
   for (let l = 0; l < net.layers.length; l++) {
-    initializers.push({ name: `W${l}`, dims: [sizes[l + 1], sizes[l]], values: Array.from(net.layers[l].W) });
-    initializers.push({ name: `b${l}`, dims: [sizes[l + 1]], values: Array.from(net.layers[l].b) });
+    initializers.push({ name: `W${l}`, dims: [net.sizes[l + 1], net.sizes[l]], values: Array.from(net.layers[l].W) });
+    initializers.push({ name: `b${l}`, dims: [net.sizes[l + 1]], values: Array.from(net.layers[l].b) });
     const h = `h${l}`;
     nodes.push({ op: 'Gemm', inputs: [x, `W${l}`, `b${l}`], outputs: [h], attrs: [A.int('transB', 1)] });
     const act = net.activations[l];
@@ -21,7 +21,7 @@ export function toOnnx(net: RefMlp) {
     x = `a${l}`;
     nodes.push({ op: act === 'relu' ? 'Relu' : act === 'tanh' ? 'Tanh' : 'Sigmoid', inputs: [h], outputs: [x] });
   }
-  return buildModel({ inputs: [{ name: 'x', shape: ['N', sizes[0]] }], initializers, nodes, output: x });
+  return buildModel({ inputs: [{ name: 'x', shape: ['N', net.sizes[0]] }], initializers, nodes, output: x });
 }
 
 export function data(seed: number): Float32Array {
@@ -41,4 +41,20 @@ export function expectParametersMatch(params: Map<string, { data: ArrayLike<numb
       if (!(diff / scale < tolerance)) throw new Error(`${key} after step ${step}: relative difference ${diff / scale} ≥ ${tolerance}`);
     }
   });
+}
+
+/** M structured samples in [0,1]^d: the sigmoid of a rank-k mix plus a little noise. */
+export function structuredData(seed = 7, M = 64, d = 16, k = 3): Float64Array {
+  const rng = new RefRng(seed);
+  const P = Array.from({ length: k * d }, () => 2 * rng.normal());
+  const X = new Float64Array(M * d);
+  for (let i = 0; i < M; i++) {
+    const z = Array.from({ length: k }, () => rng.uniform(-1, 1));
+    for (let j = 0; j < d; j++) {
+      let v = 0.2 * rng.normal();
+      for (let q = 0; q < k; q++) v += z[q] * P[q * d + j];
+      X[i * d + j] = 1 / (1 + Math.exp(-v));
+    }
+  }
+  return X;
 }

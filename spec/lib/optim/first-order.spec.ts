@@ -19,7 +19,7 @@ const LOSS = { kind: 'cross-entropy', reduction: 'mean' } as const;
 // ------------------------------------------------------------------------------------------
 // The reference: PyTorch's documented algorithms, one parameter tensor at a time, in float64.
 
-interface RefSgdOptions { lr: number; momentum?: number; dampening?: number; nesterov?: boolean; weightDecay?: number; decoupled?: boolean }
+interface RefSgdOptions { lr: number; momentum?: number; dampening?: number; nesterov?: boolean; weightDecay?: number; decoupled?: boolean; zeroStart?: boolean }
 interface RefAdamOptions { lr?: number; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; decoupled?: boolean; paperCompat?: boolean }
 
 interface RefOptimizer {
@@ -48,7 +48,7 @@ class RefSgd implements RefOptimizer {
         let g = grad[i];
         if (wd !== 0 && !decoupled) g += wd * theta[i];
         if (mu !== 0) {
-          b[i] = this.t === 1 ? g : mu * b[i] + (1 - tau) * g;
+          b[i] = this.t === 1 && !this.o.zeroStart ? g : mu * b[i] + (1 - tau) * g;
           g = nesterov ? g + mu * b[i] : b[i];
         }
         const decayed = wd !== 0 && decoupled ? theta[i] * (1 - lr * wd) : theta[i];
@@ -156,6 +156,10 @@ const CASES: Case[] = [
   // With momentum, so L2 and decoupled decay differ (plain SGD makes them the same update).
   sgdCase('SGD momentum 0.9, L2 weight decay 0.01', { lr: 0.1, momentum: 0.9, weightDecay: 0.01 }, 'SGD momentum 0.9'),
   sgdCase('SGD momentum 0.9, decoupled weight decay 0.01', { lr: 0.1, momentum: 0.9, weightDecay: 0.01, decoupledWeightDecay: true }, 'SGD momentum 0.9, L2 weight decay 0.01'),
+  {
+    name: 'SGD paper-compat (the papers\' SGD-m: m ← 0.9m + 0.1ĝ from 0, τ 1e-5)', optimizer: () => sgd({ lr: 0.1, paperCompat: true }),
+    reference: () => new RefSgd({ lr: 0.1, momentum: 0.9, dampening: 0.9, weightDecay: 1e-5, zeroStart: true }), without: 'SGD momentum 0.9, dampening 0.1',
+  },
   adamCase('Adam (defaults)', {}),
   adamCase('Adam lr 0.01', { lr: 0.01 }, 'Adam (defaults)'),
   // A large ε and other betas: ε goes on √v̂ after the bias correction, as in PyTorch.
