@@ -4,7 +4,7 @@
 //
 // Usage: npx tsx scripts/paper/reproduce-kbfgs.ts [--datasets mnist,fashion]
 //          [--optimizers sgd,adam,rmsprop,kfac,shampoo,kbfgs,kbfgs-l] [--seconds 60] [--epochs N]
-//          [--grid full|authors] [--out scripts/paper/results] [--fashion-dir /usr/share/datasets/fashion-mnist]
+//          [--grid full|authors|lr] [--out scripts/paper/results] [--fashion-dir /usr/share/datasets/fashion-mnist]
 // Writes OUT/<dataset>.json, OUT/<dataset>.md, OUT/<dataset>-loss-vs-time.svg, OUT/<dataset>-loss-vs-epoch.svg
 // after every run, so an interrupted sweep keeps what it finished.
 import { existsSync } from 'node:fs';
@@ -31,6 +31,7 @@ const WEIGHT_DECAY = 1e-5;
 /** A run whose loss stays non-finite this many steps in a row has diverged: stop spending budget on it. */
 const MAX_NONFINITE = 5;
 
+type Grid = 'full' | 'authors' | 'lr';
 const OPTIMIZERS = ['sgd', 'adam', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'] as const;
 type OptimizerName = (typeof OPTIMIZERS)[number];
 type Hyper = Record<string, number>;
@@ -66,8 +67,12 @@ function makeOptimizer(name: OptimizerName, h: Hyper): TrainerOptions['optimizer
   }
 }
 
-function gridPoints(name: OptimizerName, grid: 'full' | 'authors'): Hyper[] {
-  if (grid === 'authors') return [SEARCH[name].authors];
+function gridPoints(name: OptimizerName, grid: Grid): Hyper[] {
+  const authors = SEARCH[name].authors;
+  if (grid === 'authors') return [authors];
+  // 'lr': the authors' point and the next smaller α of the {1,3}×10^k grid (a problem whose loss is
+  // larger than the authors' may need the smaller step).
+  if (grid === 'lr') return [authors, { ...authors, lr: Number((authors.lr * (String(authors.lr).replace(/[0.]/g, '').startsWith('3') ? 1 / 3 : 0.3)).toPrecision(1)) }];
   let points: Hyper[] = [{}];
   for (const [key, values] of Object.entries(SEARCH[name].grid)) points = points.flatMap((p) => values.map((v) => ({ ...p, [key]: v })));
   return points;
@@ -280,7 +285,7 @@ async function main(): Promise<number> {
   });
   const datasets = list(values.datasets, Object.keys(DATASETS) as DatasetName[], '--datasets');
   const optimizers = list(values.optimizers, OPTIMIZERS, '--optimizers');
-  const grid = list(values.grid, ['full', 'authors'] as const, '--grid')[0];
+  const grid = list(values.grid, ['full', 'authors', 'lr'] as const, '--grid')[0];
   const budget: Budget = { seconds: positive(values.seconds, '--seconds')!, epochs: positive(values.epochs, '--epochs', true) ?? Infinity };
 
   const model = readModelFile(join(packageRoot(), MODEL));
