@@ -53,6 +53,8 @@ Optimizer
   --history N                kbfgs-l: L-BFGS memory p (default 100)
   --stat-decay X             kfac, shampoo, kbfgs: EMA decay of the factors (default 0.9)
   --damping-mode neurips|lm  kbfgs: the second damping step (default neurips)
+  --abar-bias mean|one       kbfgs: ā's homogeneous entry in the Hessian-action pair: the mean of
+                             its other entries, as the authors' code (default), or 1
   --warm-start | --no-warm-start   rmsprop (v), kfac, shampoo, kbfgs (the factors): one pass over
                              the data first (default), or the first batch
   --stat-interval N          kfac, shampoo: refresh the factors every N steps (default 1)
@@ -78,7 +80,7 @@ export async function train(args: string[]): Promise<void> {
     'weight-decay': { type: 'string' }, 'decoupled-weight-decay': { type: 'boolean' },
     damping: { type: 'string' }, history: { type: 'string' }, 'stat-decay': { type: 'string' }, 'damping-mode': { type: 'string' },
     'warm-start': { type: 'boolean' }, 'no-warm-start': { type: 'boolean' }, 'stat-interval': { type: 'string' }, 'inverse-interval': { type: 'string' },
-    'root-interval': { type: 'string' }, 'root-iterations': { type: 'string' }, fisher: { type: 'string' }, 'paper-compat': { type: 'boolean' },
+    'root-interval': { type: 'string' }, 'root-iterations': { type: 'string' }, fisher: { type: 'string' }, 'paper-compat': { type: 'boolean' }, 'abar-bias': { type: 'string' },
     ep: { type: 'string' }, log: { type: 'string' }, out: { type: 'string', short: 'o' }, quiet: { type: 'boolean' },
   }, 1);
   if (values.help) return void console.log(HELP);
@@ -154,7 +156,7 @@ type OptimizerName = (typeof OPTIMIZERS)[number];
 /** Which optimizers take each optimizer-specific flag (the rest take --lr, --weight-decay, --decoupled-weight-decay). */
 const FLAG_OWNERS: Record<string, readonly OptimizerName[]> = {
   momentum: ['sgd', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], nesterov: ['sgd'], beta1: ['adam'], beta2: ['adam', 'rmsprop'],
-  eps: ['adam', 'rmsprop', 'shampoo'], damping: ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], history: ['kbfgs-l'], 'damping-mode': ['kbfgs', 'kbfgs-l'],
+  eps: ['adam', 'rmsprop', 'shampoo'], damping: ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], history: ['kbfgs-l'], 'damping-mode': ['kbfgs', 'kbfgs-l'], 'abar-bias': ['kbfgs', 'kbfgs-l'],
   'stat-decay': ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'],
   'no-warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'paper-compat': ['sgd', 'adam'],
   'stat-interval': ['kfac', 'shampoo'], 'inverse-interval': ['kfac'], fisher: ['kfac'], 'root-interval': ['shampoo'], 'root-iterations': ['shampoo'],
@@ -187,6 +189,7 @@ function makeOptimizer(name: OptimizerName, values: Record<string, unknown>) {
         ...curvature, ...defined({
           damping: num('damping'),
           dampingMode: values['damping-mode'] === undefined ? undefined : oneOf(values['damping-mode'], ['neurips', 'lm'] as const, '--damping-mode'),
+          abarBias: values['abar-bias'] === undefined ? undefined : oneOf(values['abar-bias'], ['mean', 'one'] as const, '--abar-bias'),
         }),
       };
       return name === 'kbfgs' ? kbfgs(o) : kbfgsL({ ...o, ...defined({ history: int('history') }) });

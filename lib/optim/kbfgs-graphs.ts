@@ -152,7 +152,12 @@ export function buildUpdateGraph(layers: Layer[], opt: KroneckerOptimizer, dtype
       }
       // Hessian-action BFGS on H_a: s_a = H_a·ā, y_a = (A + λ_A·I)·s_a, reference ā.
       const Ha = grp(kname.Ha(n), i, G, [da, da]);
-      const abar = grp(kname.abar(n), i, G, [da]);
+      // ā's homogeneous entry: the authors' code uses the mean of the other entries (abarBias 'mean').
+      const abarBatch = grp(kname.abar(n), i, G, [da]);
+      const abar = l.bias && o.abarBias === 'mean'
+        ? e.op('Concat', [e.op('Slice', [abarBatch, e.int64s([0]), e.int64s([da - 1])]),
+          e.reduce('ReduceMean', e.op('Slice', [abarBatch, e.int64s([0]), e.int64s([da - 1])]), [0], true)], [A.int('axis', 0)])
+        : abarBatch;
       const sa = e.op('MatMul', [Ha, abar]);
       const ya = e.op('Add', [e.op('MatMul', [grp(kname.A(n), i, G, [da, da]), sa]), e.op('Mul', [sa, k(lambdaA)])]);
       const ua = emitBfgsInverseUpdate(e, Ha, sa, ya, abar, { dtype });

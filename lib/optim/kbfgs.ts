@@ -24,6 +24,12 @@ export interface KbfgsOptions {
   powell?: number;
   /** The second damping step: the NeurIPS form (default) or Levenberg–Marquardt. */
   dampingMode?: DampingMode;
+  /**
+   * The homogeneous (last) entry of ā in the Hessian-action pair s_a = H_a·ā: 'mean', the mean of
+   * ā's other entries, as the authors' code computes it (default), or 'one', the mean of the
+   * appended ones (ALGORITHMS.md §3.4's reading).
+   */
+  abarBias?: 'mean' | 'one';
   /** Warm-start A with one forward pass over the training set (default true, as the authors). */
   warmStart?: boolean;
 }
@@ -40,7 +46,7 @@ export interface KroneckerOptimizer {
 function resolve(o: KbfgsOptions): Required<KbfgsOptions> {
   const r = {
     lr: 0.3, damping: 0.3, statDecay: 0.9, pairDecay: 0.9, momentum: 0.9, weightDecay: 1e-5, powell: 0.2,
-    dampingMode: 'neurips' as DampingMode, warmStart: true, decoupledWeightDecay: false, ...o,
+    dampingMode: 'neurips' as DampingMode, abarBias: 'mean' as 'mean' | 'one', warmStart: true, decoupledWeightDecay: false, ...o,
   };
   for (const [k, v] of Object.entries({ lr: r.lr, damping: r.damping, weightDecay: r.weightDecay })) {
     if (!(v >= 0) || !Number.isFinite(v)) throw new RangeError(`${k} must be a finite number ≥ 0, got ${v}`);

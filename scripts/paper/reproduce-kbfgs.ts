@@ -4,10 +4,10 @@
 //
 // Usage: npx tsx scripts/paper/reproduce-kbfgs.ts [--datasets mnist,fashion]
 //          [--optimizers sgd,adam,rmsprop,kfac,shampoo,kbfgs,kbfgs-l] [--seconds 60] [--epochs N]
-//          [--grid full|authors|lr] [--out scripts/paper/results] [--fashion-dir /usr/share/datasets/fashion-mnist]
+//          [--grid full|authors|lr] [--merge] [--out scripts/paper/results] [--fashion-dir /usr/share/datasets/fashion-mnist]
 // Writes OUT/<dataset>.json, OUT/<dataset>.md, OUT/<dataset>-loss-vs-time.svg, OUT/<dataset>-loss-vs-epoch.svg
 // after every run, so an interrupted sweep keeps what it finished.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus, platform, release } from 'node:os';
 import { join } from 'node:path';
@@ -280,6 +280,8 @@ async function main(): Promise<number> {
       datasets: { type: 'string', default: 'mnist,fashion' }, optimizers: { type: 'string', default: OPTIMIZERS.join(',') },
       seconds: { type: 'string', default: '60' }, epochs: { type: 'string' }, grid: { type: 'string', default: 'full' },
       out: { type: 'string', default: 'scripts/paper/results' }, 'fashion-dir': { type: 'string', default: '/usr/share/datasets/fashion-mnist' },
+      // Re-run some optimizers and keep the other optimizers' runs from OUT/<dataset>.json.
+      merge: { type: 'boolean' },
     },
     strict: true,
   });
@@ -309,6 +311,14 @@ async function main(): Promise<number> {
       settings: { model: MODEL, loss: LOSS, batchSize: BATCH, weightDecay: WEIGHT_DECAY, seconds: budget.seconds, epochs: finite(budget.epochs), grid, seed: 0 },
       machine: machine(), best: {}, runs: [],
     };
+    let shown: readonly OptimizerName[] = optimizers;
+    const previous = join(values.out, `${dataset}.json`);
+    if (values.merge && existsSync(previous)) {
+      const kept = (JSON.parse(readFileSync(previous, 'utf8')) as Report).runs.filter((r) => !optimizers.includes(r.optimizer as OptimizerName));
+      report.runs.push(...kept);
+      report.best = pickBest(report.runs);
+      shown = OPTIMIZERS.filter((o) => optimizers.includes(o) || kept.some((r) => r.optimizer === o));
+    }
     const points = optimizers.flatMap((name) => gridPoints(name, grid).map((hyper) => ({ name, hyper })));
     for (const [k, { name, hyper }] of points.entries()) {
       const run = await trainRun(backend, model, data.train, data.test, name, hyper, budget);
@@ -317,9 +327,9 @@ async function main(): Promise<number> {
       const result = run.error ? `failed: ${run.error}` : `${run.steps.length} steps, ${run.epochs.toFixed(2)} epochs in ${run.seconds.toFixed(1)} s, `
         + `train ${num(run.finalTrainLoss, 2)}, test ${num(run.finalTestLoss, 2)}${run.diverged ? ' (diverged)' : ''}`;
       console.error(`[${dataset} ${k + 1}/${points.length}] ${name} ${hyperText(hyper)}: ${result}`);
-      writeReport(values.out, report, optimizers);
+      writeReport(values.out, report, shown);
     }
-    console.log(writeReport(values.out, report, optimizers));
+    console.log(writeReport(values.out, report, shown));
     console.error(`wrote ${join(values.out, dataset)}{.json,.md,-loss-vs-time.svg,-loss-vs-epoch.svg}`);
     done++;
   }

@@ -19,6 +19,8 @@ export interface KbfgsReferenceOptions {
   /** undefined: dense K-BFGS; a number p: K-BFGS(L) with memory p (H0 = I). */
   memory?: number;
   dampingMode?: DampingMode;
+  /** ā's homogeneous entry in the Hessian-action pair: 'mean' of the others (the authors' code, default) or 'one'. */
+  abarBias?: 'mean' | 'one';
   /** Per-layer warm-start A (d_a×d_a row-major); absent: A from the first minibatch. */
   warmStartA?: Float64Array[];
   /**
@@ -202,6 +204,7 @@ export class KbfgsReference {
   readonly lr: number;
   readonly damping: number;
   readonly betaA: number;
+  readonly abarBias: 'mean' | 'one';
   readonly betaSY: number;
   readonly mu1: number;
   readonly momentum: number;
@@ -219,6 +222,7 @@ export class KbfgsReference {
     this.lr = opts.lr;
     this.damping = opts.damping;
     this.betaA = opts.betaA ?? 0.9;
+    this.abarBias = opts.abarBias ?? 'mean';
     this.betaSY = opts.betaSY ?? 0.9;
     this.mu1 = opts.mu1 ?? 0.2;
     this.momentum = opts.momentum ?? 0.9;
@@ -386,7 +390,9 @@ export class KbfgsReference {
       }
       if (!gUpdated) skipped++;
       // Hessian-action BFGS for the A side.
-      const aBar = aBars[l];
+      const aBar = Float64Array.from(aBars[l]);
+      // The authors' code puts the mean of ā's other entries in its homogeneous slot.
+      if (this.abarBias === 'mean') aBar[da - 1] = aBar.subarray(0, da - 1).reduce((x, y) => x + y, 0) / (da - 1);
       const sA = matVec(st.Ha, aBar, da);
       const yA = matVec(st.A, sA, da);
       for (let p = 0; p < da; p++) yA[p] += lambdaA * sA[p];

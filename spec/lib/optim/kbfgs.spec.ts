@@ -14,7 +14,9 @@ import { cloneRefMlp, makeRefMlp } from '../../helpers/mlp-reference.js';
 import { activations, data, expectParametersMatch, M, sizes, structuredData, toOnnx } from '../../helpers/tiny-autoencoder.js';
 import { A, ModelBuilder } from '../../helpers/models.js';
 
-for (const [name, memory] of [['kbfgs', undefined], ['kbfgs-l with p = 2 (pairs dropped after step 2)', 2]] as const) {
+for (const [name, memory, abarBias] of [
+  ['kbfgs', undefined, 'mean'], ['kbfgs-l with p = 2 (pairs dropped after step 2)', 2, 'mean'], ['kbfgs with ā\'s homogeneous entry 1', undefined, 'one'],
+] as const) {
   describe(`K-BFGS engine against the float64 reference: ${name}`, () => {
     it('tracks the reference loss and parameters for 6 full-batch steps', async () => {
       const net = makeRefMlp(sizes, [...activations], { kind: 'bce-with-logits', reduction: 'per-sample-sum' }, 3);
@@ -22,9 +24,9 @@ for (const [name, memory] of [['kbfgs', undefined], ['kbfgs-l with p = 2 (pairs 
       for (const layer of net.layers) { layer.W = Float64Array.from(Float32Array.from(layer.W)); layer.b = Float64Array.from(Float32Array.from(layer.b)); }
       const model = toOnnx(net);
       const X = data(7);
-      const ref = new KbfgsReference({ lr: 0.3, damping: 0.3, memory });
+      const ref = new KbfgsReference({ lr: 0.3, damping: 0.3, memory, abarBias });
       const refNet = cloneRefMlp(net);
-      const opts = { lr: 0.3, damping: 0.3, warmStart: false };
+      const opts = { lr: 0.3, damping: 0.3, warmStart: false, abarBias };
       const trainer = await Trainer.create(await createBackend('cpu'), model, {
         kind: 'bce-with-logits', reduction: 'per-sample-sum', target: 'input', optimizer: memory === undefined ? kbfgs(opts) : kbfgsL({ ...opts, history: memory }),
       });
