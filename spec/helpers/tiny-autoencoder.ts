@@ -7,21 +7,33 @@ export const M = 12;
 export const sizes = [6, 5, 3, 5, 6];
 export const activations = ['tanh', 'relu', 'tanh', 'linear'] as const;
 
-/** The reference network as an ONNX model: Gemm (transB) layers with its activations. */
-export function toOnnx(net: RefMlp) {
+/**
+ * The reference network as an ONNX model: Gemm (transB) layers with its activations; or, with
+ * `conv1x1`, the same network as a CNN of 1×1 convolutions on [N, C, 1, 1] (flattened at the end),
+ * which the im2col view (ALGORITHMS.md §1.4) makes exactly the MLP: one position, patches = inputs.
+ */
+export function toOnnx(net: RefMlp, layers: 'gemm' | 'conv1x1' = 'gemm') {
   const nodes = []; const initializers = [];
   let x = 'x';
+  const conv = layers === 'conv1x1';
   for (let l = 0; l < net.layers.length; l++) {
-    initializers.push({ name: `W${l}`, dims: [net.sizes[l + 1], net.sizes[l]], values: Array.from(net.layers[l].W) });
-    initializers.push({ name: `b${l}`, dims: [net.sizes[l + 1]], values: Array.from(net.layers[l].b) });
+    const [out, inp] = [net.sizes[l + 1], net.sizes[l]];
+    initializers.push({ name: `W${l}`, dims: conv ? [out, inp, 1, 1] : [out, inp], values: Array.from(net.layers[l].W) });
+    initializers.push({ name: `b${l}`, dims: [out], values: Array.from(net.layers[l].b) });
     const h = `h${l}`;
-    nodes.push({ op: 'Gemm', inputs: [x, `W${l}`, `b${l}`], outputs: [h], attrs: [A.int('transB', 1)] });
+    nodes.push(conv
+      ? { op: 'Conv', inputs: [x, `W${l}`, `b${l}`], outputs: [h], attrs: [A.ints('kernel_shape', [1, 1])] }
+      : { op: 'Gemm', inputs: [x, `W${l}`, `b${l}`], outputs: [h], attrs: [A.int('transB', 1)] });
     const act = net.activations[l];
     if (act === 'linear') { x = h; continue; }
     x = `a${l}`;
     nodes.push({ op: act === 'relu' ? 'Relu' : act === 'tanh' ? 'Tanh' : 'Sigmoid', inputs: [h], outputs: [x] });
   }
-  return buildModel({ inputs: [{ name: 'x', shape: ['N', net.sizes[0]] }], initializers, nodes, output: x });
+  if (conv) {
+    nodes.push({ op: 'Flatten', inputs: [x], outputs: ['flat'], attrs: [A.int('axis', 1)] });
+    x = 'flat';
+  }
+  return buildModel({ inputs: [{ name: 'x', shape: conv ? ['N', net.sizes[0], 1, 1] : ['N', net.sizes[0]] }], initializers, nodes, output: x });
 }
 
 export function data(seed: number): Float32Array {
