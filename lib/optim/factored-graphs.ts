@@ -6,18 +6,13 @@
 //    targets), the EMAs of A = (1/M)ÃᵀÃ and G = (1/(M·T))Σ g gᵀ;
 //  - preconditioners: KFAC (F + √λ·I)⁻¹ per factor, Shampoo (F + ε·I)^(−1/4).
 import {
-  A, buildTrainingGraph, emitInverseRoot, emitPrecondition, emitRegularizedInverse, type DataType, type Emitter, type Layer, type onnx,
+  A, emitInverseRoot, emitPrecondition, emitRegularizedInverse, type DataType, type Layer, type onnx,
   type TrainingGraph, type TrainingGraphOptions,
 } from '../../graph-tools/index.js';
 import type { FactoredOptimizer } from './kfac.js';
-import { buildPreconditionedStepGraph, declare, kernelGraph, kname, layerDims, type StepGraph } from './preconditioned-step.js';
+import { buildFactorEmaGraph, buildPreconditionedStepGraph, declare, ema, kernelGraph, kname, layerDims, type StepGraph } from './preconditioned-step.js';
 
 type Spec = Omit<TrainingGraphOptions, 'capture'>;
-
-/** β·F + (1−β)·batch, with β and 1−β fed. */
-function ema(e: Emitter, state: string, batch: string, beta: string, oneMinusBeta: string): string {
-  return e.op('Add', [e.op('Mul', [state, beta]), e.op('Mul', [batch, oneMinusBeta])]);
-}
 
 export function buildFactoredStepGraph(model: onnx.ModelProto, spec: Spec, opt: FactoredOptimizer, withStatistics: boolean): StepGraph {
   return buildPreconditionedStepGraph(model, spec, undefined, ({ g, e, layer: l, dtype, X, gradient, scalar }) => {
@@ -39,23 +34,7 @@ export function buildFactoredStepGraph(model: onnx.ModelProto, spec: Spec, opt: 
 
 /** KFAC's statistics pass: the EMAs of A and G (no parameter gradients). */
 export function buildKfacStatisticsGraph(model: onnx.ModelProto, spec: Spec, layers: Layer[], fisher: 'sampled' | 'empirical'): TrainingGraph {
-  const tg = buildTrainingGraph(model, {
-    ...spec, sampleTargets: fisher === 'sampled', parameterGradients: false,
-    capture: { gradients: false, statistics: { factors: true, gradientFactors: true } },
-  });
-  const { graph: g, emitter: e } = tg;
-  const dtype = tg.initialParameters.values().next().value!.dtype;
-  for (const s of ['beta', 'oneMinusBeta']) declare(g, kname.scalar(s), dtype, [], 'input');
-  g.outputs = g.outputs.filter((o) => o.name === tg.outputs.loss);
-  for (const l of layers) {
-    const { G, dg, da } = layerDims(l);
-    const stats = tg.outputs.statistics.get(l.name)!;
-    for (const [state, next, batch, d] of [[kname.G(l.name), kname.newG(l.name), stats.g!, dg], [kname.A(l.name), kname.newA(l.name), stats.a!, da]] as const) {
-      declare(g, state, dtype, [G, d, d], 'input');
-      declare(g, next, dtype, [G, d, d], 'output', ema(e, state, batch, kname.scalar('beta'), kname.scalar('oneMinusBeta')));
-    }
-  }
-  return tg;
+  return buildFactorEmaGraph(model, spec, layers, { gradientFactors: true, sampleTargets: fisher === 'sampled' });
 }
 
 /** H_g, H_a from the factors G (or L) and A (or R). */

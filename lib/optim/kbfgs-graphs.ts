@@ -26,7 +26,10 @@ export function buildDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingG
  * their gradients (`kfqn:grad:<p>`) and each layer's batch factor (`kfqn:A:<layer>`) are inputs,
  * as `kfqn augment --capture gradients,a-factors` emits them.
  */
-export function buildStandaloneDirectionGraph(model: onnx.ModelProto, opt: KroneckerOptimizer, source = 'model'): Omit<StepGraph, 'training'> {
+export function buildStandaloneDirectionGraph(model: onnx.ModelProto, opt: KroneckerOptimizer, source = 'model'): Omit<StepGraph, 'training'> & {
+  /** The trainable parameters' dtypes and shapes, by initializer name. */
+  parameters: ReadonlyMap<string, { dtype: DataType; dims: readonly number[] }>;
+} {
   const { report, graph: inference } = prepareGraph(model, source);
   requireLayers(report, source);
   const { g, e } = kernelGraph();
@@ -39,13 +42,13 @@ export function buildStandaloneDirectionGraph(model: onnx.ModelProto, opt: Krone
     declare(g, p, t.dtype, [...t.dims], 'input');
     declare(g, outName.grad(p), t.dtype, [...t.dims], 'input');
   }
-  for (const l of report.layers) declare(g, statName.a(l.name), dtype, [l.groups, l.factors.a, l.factors.a], 'input');
-  const { layers, plainParameters } = emitOptimizerStep(g, e, parameters, (p) => outName.grad(p), report.layers,
-    (l) => ({ a: statName.a(l.name) }), kbfgsDirection(opt, source));
-  // Factors of layers that do not reach the loss are not inputs after all.
-  const used = new Set(layers.map((l) => statName.a(l.name)));
-  g.inputs = g.inputs.filter((i) => !i.name.startsWith('kfqn:A:') || used.has(i.name));
-  return { model: g.toModel(), layers, plainParameters, dtype };
+  // A layer's batch factor is an input only when the layer reaches the loss (asked for then).
+  const batchFactor = (l: Layer) => {
+    declare(g, statName.a(l.name), dtype, [l.groups, l.factors.a, l.factors.a], 'input');
+    return { a: statName.a(l.name) };
+  };
+  const { layers, plainParameters } = emitOptimizerStep(g, e, parameters, (p) => outName.grad(p), report.layers, batchFactor, kbfgsDirection(opt, source));
+  return { model: g.toModel(), layers, plainParameters, dtype, parameters };
 }
 
 /** Group i of a [G, ...] value: a Reshape when there is one group, a Gather otherwise. */
@@ -85,11 +88,6 @@ function kbfgsDirection(opt: KroneckerOptimizer, source = 'model'): (c: LayerCon
 /** Graph 2: the means h̄⁺, ḡ⁺ at θ⁺ (no parameter gradients leave the graph). */
 export function buildCurvaturePassGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>): TrainingGraph {
   return buildTrainingGraph(model, { ...spec, parameterGradients: false, capture: { gradients: false, statistics: { means: true } } });
-}
-
-/** The statistics graph for A's warm start: the batch A factors only. */
-export function buildFactorGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>): TrainingGraph {
-  return buildTrainingGraph(model, { ...spec, parameterGradients: false, capture: { gradients: false, statistics: { factors: true } } });
 }
 
 /** Initialisation: H_a⁰ = (A + λ_A·I)⁻¹ per layer and group. */

@@ -182,3 +182,37 @@ export function kernelGraph(): { g: Graph; e: Emitter } {
   g.opset = 13;
   return { g, e: new Emitter(g) };
 }
+
+/** β·F + (1−β)·batch, with β and 1−β fed. */
+export function ema(e: Emitter, state: string, batch: string, beta: string, oneMinusBeta: string): string {
+  return e.op('Add', [e.op('Mul', [state, beta]), e.op('Mul', [batch, oneMinusBeta])]);
+}
+
+/**
+ * A forward (and, for G, a backward that builds no parameter gradients) whose outputs are the EMAs
+ * of each layer's batch factors: A' = β·A + (1−β)·A_batch, and G' likewise. With β = k/(k+1) at the
+ * k-th batch it is the running mean of a warm-start pass; with the EMA decay, KFAC's refresh.
+ */
+export function buildFactorEmaGraph(
+  model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, layers: readonly Layer[], o: { gradientFactors: boolean; sampleTargets?: boolean },
+): TrainingGraph {
+  const tg = buildTrainingGraph(model, {
+    ...spec, sampleTargets: o.sampleTargets ?? false, parameterGradients: false,
+    capture: { gradients: false, statistics: { factors: true, gradientFactors: o.gradientFactors } },
+  });
+  const { graph: g, emitter: e } = tg;
+  const dtype = tg.initialParameters.values().next().value!.dtype;
+  for (const s of ['beta', 'oneMinusBeta']) declare(g, kname.scalar(s), dtype, [], 'input');
+  g.outputs = g.outputs.filter((out) => out.name === tg.outputs.loss);
+  for (const l of layers) {
+    const { G, dg, da } = layerDims(l);
+    const stats = tg.outputs.statistics.get(l.name)!;
+    const factors = [[kname.A(l.name), kname.newA(l.name), stats.a!, da]] as [string, string, string, number][];
+    if (o.gradientFactors) factors.push([kname.G(l.name), kname.newG(l.name), stats.g!, dg]);
+    for (const [state, next, batch, d] of factors) {
+      declare(g, state, dtype, [G, d, d], 'input');
+      declare(g, next, dtype, [G, d, d], 'output', ema(e, state, batch, kname.scalar('beta'), kname.scalar('oneMinusBeta')));
+    }
+  }
+  return tg;
+}

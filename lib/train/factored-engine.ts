@@ -8,7 +8,7 @@ import { buildFactoredStepGraph, buildKfacStatisticsGraph, buildPreconditionerGr
 import type { FactoredOptimizer } from '../optim/kfac.js';
 import { kname, layerDims, type StepGraph } from '../optim/preconditioned-step.js';
 import type { Backend, Session } from '../runtime/backend.js';
-import { PreconditionedEngine, type Feeds } from './preconditioned-engine.js';
+import { identities, PreconditionedEngine, zeros, type Feeds } from './preconditioned-engine.js';
 
 type Spec = Omit<TrainingGraphOptions, 'capture'>;
 
@@ -23,10 +23,10 @@ export class FactoredEngine extends PreconditionedEngine {
     super(backend, graph);
     for (const l of graph.layers) {
       const { G, dg, da } = layerDims(l);
-      this.state.set(kname.G(l.name), this.zeros([G, dg, dg]));
-      this.state.set(kname.A(l.name), this.zeros([G, da, da]));
-      this.state.set(kname.Hg(l.name), this.identities(G, dg));
-      this.state.set(kname.Ha(l.name), this.identities(G, da));
+      this.state.set(kname.G(l.name), zeros(backend, [G, dg, dg]));
+      this.state.set(kname.A(l.name), zeros(backend, [G, da, da]));
+      this.state.set(kname.Hg(l.name), identities(backend, G, dg));
+      this.state.set(kname.Ha(l.name), identities(backend, G, da));
     }
   }
 
@@ -87,7 +87,7 @@ export class FactoredEngine extends PreconditionedEngine {
   private async refreshFactors(data: Feeds, scalars: { beta: number; oneMinusBeta: number }, warm: boolean): Promise<void> {
     const session = this.sessions.statistics ?? this.sessions.step;
     const all = { ...scalars, neglr: 0, l2: 0, decay: 0, rho: 0, oneMinusRho: 1 };
-    const outputs = this.step0.layers.flatMap((l) => [kname.newA(l.name), kname.newG(l.name)]);
+    const outputs = this.stepGraph.layers.flatMap((l) => [kname.newA(l.name), kname.newG(l.name)]);
     const loss = this.statistics?.outputs.loss ?? this.training.outputs.loss;
     const out = await session.run(this.feeds(session, data, all), [...outputs, loss]);
     // A batch with non-finite values must not poison the factors for good.
@@ -99,7 +99,7 @@ export class FactoredEngine extends PreconditionedEngine {
   }
 
   private commitFactors(out: Feeds): void {
-    for (const l of this.step0.layers) {
+    for (const l of this.stepGraph.layers) {
       this.state.set(kname.A(l.name), out[kname.newA(l.name)]);
       this.state.set(kname.G(l.name), out[kname.newG(l.name)]);
     }
@@ -107,7 +107,7 @@ export class FactoredEngine extends PreconditionedEngine {
 
   private async refreshPreconditioners(): Promise<void> {
     const out = await this.sessions.preconditioners.run(this.feeds(this.sessions.preconditioners, {}));
-    for (const l of this.step0.layers) {
+    for (const l of this.stepGraph.layers) {
       this.state.set(kname.Hg(l.name), out[kname.Hg(l.name)]);
       this.state.set(kname.Ha(l.name), out[kname.Ha(l.name)]);
     }

@@ -9,6 +9,7 @@ import { buildInitGraph, buildStandaloneDirectionGraph, buildUpdateGraph, kname 
 import type { Backend, Session, Tensor } from '../runtime/backend.js';
 import { InputError } from '../errors.js';
 import { curvatureUpdate, directionScalars, initialCurvatureState } from './kronecker-engine.js';
+import { sessionFeeds, zeros } from './preconditioned-engine.js';
 
 /** Tensors by graph output name, as a session returns them. */
 export type Outputs = Record<string, Tensor>;
@@ -49,19 +50,13 @@ export class KbfgsStepper {
     private readonly sessions: { direction: Session; update: Session; init: Session },
   ) {
     initialCurvatureState(backend, layers, opt, this.state);
-    for (const [p, dims] of parameterShapes) this.state.set(kname.momentum(p), backend.tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims));
+    for (const [p, dims] of parameterShapes) this.state.set(kname.momentum(p), zeros(backend, dims));
   }
 
   /** For `model` (the inference model whose parameters the caller trains) and a kbfgs() or kbfgsL() optimizer. */
   static async create(backend: Backend, model: onnx.ModelProto, opt: KroneckerOptimizer, source = 'model'): Promise<KbfgsStepper> {
     const graph = buildStandaloneDirectionGraph(model, opt, source);
-    const shapes = new Map<string, readonly number[]>();
-    const decoded = graph.model.graph!.input!;
-    for (const input of decoded) {
-      const name = input.name!;
-      if (name.startsWith('kfqn:')) continue;
-      shapes.set(name, input.type!.tensorType!.shape!.dim!.map((d) => Number(d.dimValue)));
-    }
+    const shapes = new Map([...graph.parameters].map(([p, t]) => [p, t.dims] as const));
     const session = (m: onnx.ModelProto, what: string) => backend.createSession(encodeModel(m), { name: `K-BFGS ${what} of ${source}` });
     return new KbfgsStepper(backend, opt, graph.layers, shapes, {
       direction: await session(graph.model, 'direction'),
@@ -91,16 +86,10 @@ export class KbfgsStepper {
     const unchanged = { params: s.params, skipped: true, powellShare: 0, skippedShare: 0 };
     if (s.loss !== undefined && !Number.isFinite(s.loss)) return unchanged;
     if (!this.initialised) await this.initialise(Object.fromEntries(this.layers.map((l) => [l.name, this.need(s.outputs, statName.a(l.name))])));
-    const scalars = directionScalars(this.opt, this.t);
-    const feeds: Outputs = {};
-    for (const name of this.sessions.direction.inputNames) {
-      const scalar = name.startsWith('kfqn:scalar:') ? scalars[name.slice('kfqn:scalar:'.length)] : undefined;
-      feeds[name] = scalar !== undefined ? this.backend.tensor('float32', Float32Array.of(scalar), [])
-        : this.parameterShapes.has(name) ? this.need(s.params, name, 'params')
-          : name.startsWith('kfqn:grad:') || name.startsWith('kfqn:A:') ? this.need(s.outputs, name)
-            : this.state.get(name)!;
-    }
-    const d = await this.sessions.direction.run(feeds);
+    const d = await this.sessions.direction.run(sessionFeeds(this.backend, this.sessions.direction, (name) => (
+      this.parameterShapes.has(name) ? this.need(s.params, name, 'params')
+        : name.startsWith('kfqn:grad:') || name.startsWith('kfqn:A:') ? this.need(s.outputs, name)
+          : this.state.get(name)), directionScalars(this.opt, this.t)));
     if (!Number.isFinite(Number((await this.backend.read(d[kname.directionNorm]))[0]))) return unchanged;
     const next = Object.fromEntries([...this.parameterShapes.keys()].map((p) => [p, d[kname.newParam(p)] ?? s.params[p]]));
     const second = await s.secondPass(next);

@@ -2,13 +2,12 @@
 // direction (θ⁺, momentum, A EMA, means) → curvature pass at θ⁺ (means) → curvature update
 // (H_g, H_a, s̄, ȳ). Parameters and optimizer state stay runtime tensors between steps; only the
 // loss and a few per-layer flags are read back.
-import { encodeModel, type onnx, type TrainingGraph, type TrainingGraphOptions } from '../../graph-tools/index.js';
+import { encodeModel, type Layer, type onnx, type TrainingGraph, type TrainingGraphOptions } from '../../graph-tools/index.js';
 import type { KroneckerOptimizer } from '../optim/kbfgs.js';
-import { buildCurvaturePassGraph, buildDirectionGraph, buildFactorGraph, buildInitGraph, buildUpdateGraph, kname, layerDims } from '../optim/kbfgs-graphs.js';
-import type { StepGraph } from '../optim/preconditioned-step.js';
-import type { Layer } from '../../graph-tools/index.js';
+import { buildCurvaturePassGraph, buildDirectionGraph, buildInitGraph, buildUpdateGraph, kname, layerDims } from '../optim/kbfgs-graphs.js';
+import { buildFactorEmaGraph, type StepGraph } from '../optim/preconditioned-step.js';
 import type { Backend, Session, Tensor } from '../runtime/backend.js';
-import { PreconditionedEngine, type Feeds } from './preconditioned-engine.js';
+import { identities, PreconditionedEngine, sessionFeeds, zeros, type Feeds } from './preconditioned-engine.js';
 
 export interface KroneckerStepInfo { loss: number; skipped: boolean; powellShare: number; skippedShare: number }
 
@@ -47,30 +46,25 @@ export class KroneckerEngine extends PreconditionedEngine {
    * minibatch alone), then H_a⁰ = (A + λ_A·I)⁻¹.
    */
   async initialise(batchFeeds: Iterable<Feeds>): Promise<void> {
-    const factors = buildFactorGraph(this.model, this.spec);
+    const factors = buildFactorEmaGraph(this.model, this.spec, this.direction.layers, { gradientFactors: false });
     const session = await this.backend.createSession(encodeModel(factors.toModel()), { name: 'K-BFGS warm start' });
-    const sums = new Map<string, Float64Array>();
-    let count = 0;
     try {
+      for (const l of this.direction.layers) {
+        const { G, da } = layerDims(l);
+        this.state.set(kname.A(l.name), zeros(this.backend, [G, da, da]));
+      }
+      let k = 0;
       for (const data of batchFeeds) {
-        const out = await session.run(this.feeds(session, data));
-        for (const l of this.direction.layers) {
-          const a = await this.backend.read(out[factors.outputs.statistics.get(l.name)!.a!]) as Float32Array;
-          const acc = sums.get(l.name) ?? new Float64Array(a.length);
-          for (let i = 0; i < a.length; i++) acc[i] += a[i];
-          sums.set(l.name, acc);
-        }
-        count++;
+        // The running mean: β = k/(k+1) at the k-th batch.
+        const out = await session.run(this.feeds(session, data, { beta: k / (k + 1), oneMinusBeta: 1 / (k + 1) }));
+        for (const l of this.direction.layers) this.state.set(kname.A(l.name), out[kname.newA(l.name)]);
+        k++;
       }
     } finally {
       await session.release();
     }
     const init = await this.backend.createSession(encodeModel(buildInitGraph(this.direction.layers, Math.sqrt(this.opt.options.damping), this.direction.dtype)), { name: 'K-BFGS H_a initialisation' });
     try {
-      for (const l of this.direction.layers) {
-        const { G, da } = layerDims(l);
-        this.state.set(kname.A(l.name), this.tensor({ data: Float32Array.from(sums.get(l.name)!, (v) => v / count), dims: [G, da, da] }));
-      }
       const out = await init.run(this.feeds(init, {}));
       for (const l of this.direction.layers) this.state.set(kname.Ha(l.name), out[kname.Ha(l.name)]);
     } finally {
@@ -127,8 +121,7 @@ export async function curvatureUpdate(
     feeds[kname.hbar2(n)] = shaped(second(n, 'hbar'), [G, dg]);
     feeds[kname.gbar2(n)] = shaped(second(n, 'gbar'), [G, dg]);
   }
-  for (const name of session.inputNames) feeds[name] ??= state.get(name)!;
-  const u = await session.run(feeds);
+  const u = await session.run(sessionFeeds(backend, session, (name) => feeds[name] ?? state.get(name)));
   let powell = 0; let skipped = 0; let groups = 0;
   const scalar = async (t: Tensor) => Number((await backend.read(t))[0]);
   for (const l of layers) {
@@ -145,21 +138,17 @@ export async function curvatureUpdate(
 
 /** The K-BFGS state of `layers` at step 0 (H_g = I or an empty L-BFGS memory; s̄ = ȳ = 0). */
 export function initialCurvatureState(backend: Backend, layers: readonly Layer[], opt: KroneckerOptimizer, state: Map<string, Tensor>): void {
-  const zeros = (dims: number[]) => backend.tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
   for (const l of layers) {
     const { G, dg } = layerDims(l);
     const n = l.name;
-    if (opt.history === undefined) {
-      const eye = new Float32Array(G * dg * dg);
-      for (let g = 0; g < G; g++) for (let i = 0; i < dg; i++) eye[g * dg * dg + i * dg + i] = 1;
-      state.set(kname.Hg(n), backend.tensor('float32', eye, [G, dg, dg]));
-    } else {
-      state.set(kname.S(n), zeros([G, opt.history, dg]));
-      state.set(kname.Y(n), zeros([G, opt.history, dg]));
-      state.set(kname.rho(n), zeros([G, opt.history]));
+    if (opt.history === undefined) state.set(kname.Hg(n), identities(backend, G, dg));
+    else {
+      state.set(kname.S(n), zeros(backend, [G, opt.history, dg]));
+      state.set(kname.Y(n), zeros(backend, [G, opt.history, dg]));
+      state.set(kname.rho(n), zeros(backend, [G, opt.history]));
     }
-    state.set(kname.sbar(n), zeros([G, dg]));
-    state.set(kname.ybar(n), zeros([G, dg]));
+    state.set(kname.sbar(n), zeros(backend, [G, dg]));
+    state.set(kname.ybar(n), zeros(backend, [G, dg]));
   }
 }
 

@@ -7,6 +7,32 @@ import type { Backend, Session, Tensor } from '../runtime/backend.js';
 
 export type Feeds = Record<string, Tensor>;
 
+/**
+ * Exactly the inputs `session` declares: the scalars (`kfqn:scalar:<name>`) from `scalars`, every
+ * other input from `lookup`. A missing value is a bug in the graph/engine pairing.
+ */
+export function sessionFeeds(backend: Backend, session: Session, lookup: (name: string) => Tensor | undefined, scalars: Record<string, number> = {}): Feeds {
+  const out: Feeds = {};
+  for (const name of session.inputNames) {
+    const scalar = name.startsWith('kfqn:scalar:') ? scalars[name.slice('kfqn:scalar:'.length)] : undefined;
+    const t = scalar !== undefined ? backend.tensor('float32', Float32Array.of(scalar), []) : lookup(name);
+    if (!t) throw new Error(`internal: no value for input '${name}' of ${session.name}`);
+    out[name] = t;
+  }
+  return out;
+}
+
+export function zeros(backend: Backend, dims: readonly number[]): Tensor {
+  return backend.tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
+}
+
+/** G identity matrices d × d, as [G, d, d]. */
+export function identities(backend: Backend, G: number, d: number): Tensor {
+  const out = new Float32Array(G * d * d);
+  for (let g = 0; g < G; g++) for (let i = 0; i < d; i++) out[g * d * d + i * d + i] = 1;
+  return backend.tensor('float32', out, [G, d, d]);
+}
+
 export abstract class PreconditionedEngine {
   params = new Map<string, Tensor>();
   buffers = new Map<string, Tensor>();
@@ -15,11 +41,11 @@ export abstract class PreconditionedEngine {
   /** Updates applied so far. */
   protected t = 0;
 
-  protected constructor(protected readonly backend: Backend, readonly step0: StepGraph) {
-    const tg = step0.training;
+  protected constructor(protected readonly backend: Backend, readonly stepGraph: StepGraph) {
+    const tg = stepGraph.training;
     for (const [p, t] of tg.initialParameters) {
       this.params.set(p, this.tensor(t));
-      if (tg.grads.of(p)) this.state.set(kname.momentum(p), this.zeros(t.dims));
+      if (tg.grads.of(p)) this.state.set(kname.momentum(p), zeros(backend, t.dims));
     }
     for (const [b, t] of tg.initialBuffers) this.buffers.set(b, this.tensor(t));
   }
@@ -27,26 +53,19 @@ export abstract class PreconditionedEngine {
   get initialized(): boolean { return this.initialised; }
 
   /** The training graph of the step: data inputs, target and output, for the batch feeds. */
-  get training() { return this.step0.training; }
+  get training() { return this.stepGraph.training; }
 
   /** Exactly the inputs `session` declares, from the batch, the scalars, parameters, buffers and state. */
   protected feeds(session: Session, data: Feeds, scalars: Record<string, number> = {}, extra: Feeds = {}): Feeds {
-    const out: Feeds = {};
-    for (const name of session.inputNames) {
-      const scalar = name.startsWith('kfqn:scalar:') ? scalars[name.slice('kfqn:scalar:'.length)] : undefined;
-      const t = extra[name] ?? data[name] ?? this.params.get(name) ?? this.buffers.get(name) ?? this.state.get(name)
-        ?? (scalar !== undefined ? this.backend.tensor('float32', Float32Array.of(scalar), []) : undefined);
-      if (!t) throw new Error(`internal: no value for input '${name}' of ${session.name}`);
-      out[name] = t;
-    }
-    return out;
+    return sessionFeeds(this.backend, session,
+      (name) => extra[name] ?? data[name] ?? this.params.get(name) ?? this.buffers.get(name) ?? this.state.get(name), scalars);
   }
 
   /** θ⁺ (given, or the step graph's), the new momentum and running statistics. */
   protected commitStep(out: Feeds, next = this.nextParams(out)): void {
     this.params = next;
     for (const p of this.params.keys()) if (out[kname.newMomentum(p)]) this.state.set(kname.momentum(p), out[kname.newMomentum(p)]);
-    for (const b of this.step0.training.buffers) this.buffers.set(b.input, out[b.output!]);
+    for (const b of this.stepGraph.training.buffers) this.buffers.set(b.input, out[b.output!]);
     this.t++;
   }
 
@@ -59,10 +78,4 @@ export abstract class PreconditionedEngine {
   protected async scalar(t: Tensor): Promise<number> { return Number((await this.backend.read(t))[0]); }
 
   protected tensor(t: Pick<TensorData, 'data' | 'dims'>): Tensor { return this.backend.tensor('float32', t.data as Float32Array, t.dims); }
-  protected zeros(dims: readonly number[]): Tensor { return this.tensor({ data: new Float32Array(dims.reduce((a, b) => a * b, 1)), dims: [...dims] }); }
-  protected identities(G: number, d: number): Tensor {
-    const out = new Float32Array(G * d * d);
-    for (let g = 0; g < G; g++) for (let i = 0; i < d; i++) out[g * d * d + i * d + i] = 1;
-    return this.tensor({ data: out, dims: [G, d, d] });
-  }
 }

@@ -2,7 +2,7 @@
 // Gemm (or MatMul+Add for a 3-D output), so the loss sees raw logits, which are computed here
 // too; dLoss/dlogits is that layer's pre-activation gradient.
 import { expect } from 'chai';
-import { LOSSES, REDUCTIONS, type LossKind, type LossSpec, type Reduction, type TensorData } from '../../graph-tools/index.js';
+import { buildTrainingGraph, encodeModel, LOSSES, REDUCTIONS, type LossKind, type LossSpec, type Reduction, type TensorData } from '../../graph-tools/index.js';
 import { createBackend, type Backend } from '../../lib/runtime/index.js';
 import { computeGradients } from '../../lib/train/gradients.js';
 import { ModelBuilder, tensor, type Rng } from '../helpers/models.js';
@@ -194,7 +194,6 @@ describe('graph-tools/losses: targets sampled from the model (sampleTargets)', (
   };
   for (const kind of LOSSES) {
     it(`${kind}: the mean G over ${runs} draws approaches the Fisher's closed form`, async () => {
-      const { buildTrainingGraph, encodeModel } = await import('../../graph-tools/index.js');
       const s = gemmLogits(91, n, 4, c, 1.5);
       const tg = buildTrainingGraph(s.b.model(s.output), {
         kind, reduction: 'per-sample-sum', sampleTargets: true, parameterGradients: false,
