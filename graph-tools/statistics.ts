@@ -20,6 +20,11 @@ export interface StatisticsRequest {
   means?: boolean;
   /** (1/M) Ãᵀ(Ã v) [groups, d_a] for an input v [groups, d_a]. */
   hessianAction?: boolean;
+  /**
+   * With hessianAction: v computed in the graph from ā [groups, d_a] (KF-QN's s_a = H_a·ā) instead
+   * of fed as an input. ā is then emitted too.
+   */
+  actionVector?: (e: Emitter, layer: Layer, abar: string) => string;
   /** G = (1/(M·T)) Σ g gᵀ per group, g = M·∂L/∂h (or ∂L/∂h as is): [groups, d_g, d_g]. */
   gradientFactors?: boolean;
   /**
@@ -69,14 +74,17 @@ export function emitLayerStatistics(g: Graph, e: Emitter, layer: Layer, grads: G
     const meanDh = e.reduce('ReduceMean', dh, axes, false);
     out.gbar = req.perSampleGradient === 'as-is' ? meanDh : e.op('Mul', [meanDh, batch]);
   }
-  if (req.hessianAction) out.v = statName.v(layer.name);
+  if (req.hessianAction && !req.actionVector) out.v = statName.v(layer.name);
   if (req.gradientFactors) out.g = gradientFactor(e, layer, grads, req.perSampleGradient === 'as-is' ? undefined : batch);
   // A convolution's means and Hessian action come from two small convolutions each; only the
   // dense A factor needs the patch matrix (ALGORITHMS.md §4.2: O(M·T·d_a) instead of O(M·T·d_a²)).
   if (layer.kind === 'conv') {
-    const { abar, av } = convPatchProducts(e, layer, node, req.means === true, out.v);
+    // An in-graph v depends on ā: two passes over the windows instead of one shared.
+    const action = req.hessianAction && req.actionVector;
+    const { abar, av } = convPatchProducts(e, layer, node, req.means === true || !!action, action ? undefined : out.v);
     out.abar = abar;
     if (av) out.av = perSample(av);
+    if (action) out.av = perSample(convPatchProducts(e, layer, node, false, action(e, layer, abar!)).av!);
     if (!req.factors) return out;
   }
   const rows = layer.kind === 'conv' ? convRows(e, layer, node) : linearRows(e, layer);
@@ -84,9 +92,10 @@ export function emitLayerStatistics(g: Graph, e: Emitter, layer: Layer, grads: G
   if (layer.kind === 'conv' || !(req.means || req.hessianAction)) return out;
   const withOnes = layer.bias ? appendOnes(e, rows, dtype) : rows;
   const rowsT = e.op('Transpose', [withOnes], [A.ints('perm', [0, 2, 1])]);
-  if (req.means) out.abar = e.reduce('ReduceMean', withOnes, [1], false);
+  if (req.means || req.actionVector) out.abar = e.reduce('ReduceMean', withOnes, [1], false);
   if (req.hessianAction) {
-    const av = perSample(e.op('MatMul', [rowsT, e.op('MatMul', [withOnes, e.unsqueeze(out.v!, [2])])]));
+    const v = req.actionVector ? req.actionVector(e, layer, out.abar!) : out.v!;
+    const av = perSample(e.op('MatMul', [rowsT, e.op('MatMul', [withOnes, e.unsqueeze(v, [2])])]));
     out.av = e.op('Reshape', [av, e.int64s([layer.groups, layer.factors.a])]);
   }
   return out;

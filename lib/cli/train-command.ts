@@ -6,7 +6,7 @@ import { limit, split, type Dataset } from '../data/index.js';
 import { readModelFile, writeFileAtomic } from '../io/files.js';
 import { DEFAULT_MODEL, packageRoot } from '../io/package-root.js';
 import { adam, rmsprop, sgd } from '../optim/index.js';
-import { kbfgs, kbfgsL, kfac, shampoo } from '../optim/index.js';
+import { kbfgs, kbfgsL, kfac, kfqn, kfqnL, shampoo } from '../optim/index.js';
 import { createBackend } from '../runtime/node.js';
 import { Trainer, type StepInfo } from '../train/trainer.js';
 import { Progress } from './progress.js';
@@ -37,26 +37,35 @@ Loss
                              trained (default; what an eval-mode export computes), or batch
                              statistics with the running statistics updated and written by --out
 Optimizer
-  --optimizer sgd|adam|rmsprop|kfac|shampoo|kbfgs|kbfgs-l   (default adam)
+  --optimizer sgd|adam|rmsprop|kfac|shampoo|kbfgs|kbfgs-l|kfqn|kfqn-l   (default adam)
   --lr X                     learning rate (sgd 0.01, adam/rmsprop 0.001, kfac 1, shampoo 0.1,
-                             kbfgs 0.3)
+                             kbfgs, kfqn 0.3)
   --momentum X               sgd: PyTorch momentum (default 0), --nesterov; rmsprop, kfac, shampoo,
-                             kbfgs: ρ of m ← ρm + (1−ρ)ĝ (default 0.9)
+                             kbfgs, kfqn: ρ of m ← ρm + (1−ρ)ĝ (default 0.9)
   --paper-compat             sgd: the papers' SGD-m (m ← 0.9m + 0.1ĝ from 0, τ 1e-5); adam: the
                              K-BFGS authors' Adam (v from m̂², β2 0.9)
   --beta1 X --beta2 X --eps X  adam (0.9, 0.999, 1e-8)
                              rmsprop: --beta2 = decay of v (0.9), --eps; shampoo: --eps = ε (10)
-  --weight-decay X           L2 added to the gradient (default 0; rmsprop, kfac, shampoo, kbfgs 1e-5)
+  --weight-decay X           L2 added to the gradient (default 0; rmsprop, kfac, shampoo, kbfgs,
+                             kfqn 1e-5)
   --decoupled-weight-decay   decoupled decay instead (AdamW, SGDW)
-  --damping X                kfac: √λ added to each factor (3); kbfgs: λ, λ_A = √λ added to A,
-                             μ2 = √λ (0.3); shampoo: ε; ignored with a warning by sgd/adam/rmsprop
-  --history N                kbfgs-l: L-BFGS memory p (default 100)
+  --damping X                kfac: √λ added to each factor (3); kbfgs, kfqn: λ, λ_A = √λ added to
+                             A, μ2 = √λ (0.3); shampoo: ε; ignored with a warning by sgd/adam/rmsprop
+  --history N                kbfgs-l, kfqn-l: L-BFGS memory p of the G side (default 100)
   --stat-decay X             kfac, shampoo, kbfgs: EMA decay of the factors (default 0.9)
-  --damping-mode neurips|lm  kbfgs: the second damping step (default neurips)
-  --abar-bias mean|one       kbfgs: ā's homogeneous entry in the Hessian-action pair: the mean of
-                             its other entries, as the authors' code (default), or 1
+  --damping-mode neurips|lm  kbfgs, kfqn: the second damping step (kbfgs neurips, kfqn lm = DDV2)
+  --abar-bias mean|one       kbfgs, kfqn: ā's homogeneous entry in the Hessian-action pair: the mean
+                             of its other entries (kbfgs default, the authors' code), or 1 (kfqn)
+  --a-side dense|lbfgs       kfqn: H_a a dense BFGS inverse (default) or L-BFGS pairs (memory
+                             O(p·(d_a + d_g)) per layer)
+  --a-history N              kfqn --a-side lbfgs: L-BFGS memory of the A side (default 100)
+  --conv-damping plain|sqrt-t  kfqn: conv layers' λ_A = μ2 = √λ (default), or λ_A = √(λ|T|),
+                             μ2 = √(λ/|T|) with |T| the output positions
+  --variant default|convergent  kfqn: curvature pairs from the step's batch at constant α
+                             (default), or from an independent batch with α_k = lr·k^(−β)
+  --step-power X             kfqn --variant convergent: β in (0.5, 1) (default 0.6)
   --warm-start | --no-warm-start   rmsprop (v), kfac, shampoo, kbfgs (the factors): one pass over
-                             the data first (default), or the first batch
+                             the data first (default), or the first batch (kfqn always)
   --stat-interval N          kfac, shampoo: refresh the factors every N steps (default 1)
   --inverse-interval N       kfac: invert every N steps and at each of the first N (default 20)
   --fisher sampled|empirical kfac: G from targets sampled from the model (default) or the data's
@@ -81,6 +90,7 @@ export async function train(args: string[]): Promise<void> {
     damping: { type: 'string' }, history: { type: 'string' }, 'stat-decay': { type: 'string' }, 'damping-mode': { type: 'string' },
     'warm-start': { type: 'boolean' }, 'no-warm-start': { type: 'boolean' }, 'stat-interval': { type: 'string' }, 'inverse-interval': { type: 'string' },
     'root-interval': { type: 'string' }, 'root-iterations': { type: 'string' }, fisher: { type: 'string' }, 'paper-compat': { type: 'boolean' }, 'abar-bias': { type: 'string' },
+    'a-side': { type: 'string' }, 'a-history': { type: 'string' }, 'conv-damping': { type: 'string' }, variant: { type: 'string' }, 'step-power': { type: 'string' },
     ep: { type: 'string' }, log: { type: 'string' }, out: { type: 'string', short: 'o' }, quiet: { type: 'boolean' },
   }, 1);
   if (values.help) return void console.log(HELP);
@@ -150,13 +160,15 @@ export async function train(args: string[]): Promise<void> {
   }
 }
 
-const OPTIMIZERS = ['sgd', 'adam', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'] as const;
+const OPTIMIZERS = ['sgd', 'adam', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'] as const;
 type OptimizerName = (typeof OPTIMIZERS)[number];
 
 /** Which optimizers take each optimizer-specific flag (the rest take --lr, --weight-decay, --decoupled-weight-decay). */
 const FLAG_OWNERS: Record<string, readonly OptimizerName[]> = {
-  momentum: ['sgd', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], nesterov: ['sgd'], beta1: ['adam'], beta2: ['adam', 'rmsprop'],
-  eps: ['adam', 'rmsprop', 'shampoo'], damping: ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], history: ['kbfgs-l'], 'damping-mode': ['kbfgs', 'kbfgs-l'], 'abar-bias': ['kbfgs', 'kbfgs-l'],
+  momentum: ['sgd', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'], nesterov: ['sgd'], beta1: ['adam'], beta2: ['adam', 'rmsprop'],
+  eps: ['adam', 'rmsprop', 'shampoo'], damping: ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'], history: ['kbfgs-l', 'kfqn-l'],
+  'damping-mode': ['kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'], 'abar-bias': ['kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'],
+  'a-side': ['kfqn', 'kfqn-l'], 'a-history': ['kfqn', 'kfqn-l'], 'conv-damping': ['kfqn', 'kfqn-l'], variant: ['kfqn', 'kfqn-l'], 'step-power': ['kfqn', 'kfqn-l'],
   'stat-decay': ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'],
   'no-warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'paper-compat': ['sgd', 'adam'],
   'stat-interval': ['kfac', 'shampoo'], 'inverse-interval': ['kfac'], fisher: ['kfac'], 'root-interval': ['shampoo'], 'root-iterations': ['shampoo'],
@@ -184,15 +196,23 @@ function makeOptimizer(name: OptimizerName, values: Record<string, unknown>) {
   });
   const curvature = { ...common, ...defined({ statDecay: num('stat-decay'), warmStart: values['no-warm-start'] === true ? false : undefined }) };
   switch (name) {
-    case 'kbfgs': case 'kbfgs-l': {
+    case 'kbfgs': case 'kbfgs-l': case 'kfqn': case 'kfqn-l': {
+      const choice = <T extends string>(flag: string, options: readonly T[]) => (values[flag] === undefined ? undefined : oneOf(values[flag], options, `--${flag}`));
+      const quasiNewton = defined({
+        damping: num('damping'), dampingMode: choice('damping-mode', ['neurips', 'lm'] as const), abarBias: choice('abar-bias', ['mean', 'one'] as const),
+        history: int('history'),
+      });
+      if (name === 'kbfgs') return kbfgs({ ...curvature, ...quasiNewton });
+      if (name === 'kbfgs-l') return kbfgsL({ ...curvature, ...quasiNewton });
       const o = {
-        ...curvature, ...defined({
-          damping: num('damping'),
-          dampingMode: values['damping-mode'] === undefined ? undefined : oneOf(values['damping-mode'], ['neurips', 'lm'] as const, '--damping-mode'),
-          abarBias: values['abar-bias'] === undefined ? undefined : oneOf(values['abar-bias'], ['mean', 'one'] as const, '--abar-bias'),
+        ...common, ...quasiNewton, ...defined({
+          aSide: choice('a-side', ['dense', 'lbfgs'] as const), aHistory: int('a-history'), convDamping: choice('conv-damping', ['plain', 'sqrt-t'] as const),
+          variant: choice('variant', ['default', 'convergent'] as const), stepPower: num('step-power'),
         }),
       };
-      return name === 'kbfgs' ? kbfgs(o) : kbfgsL({ ...o, ...defined({ history: int('history') }) });
+      if (values['a-history'] !== undefined && o.aSide !== 'lbfgs') throw new UsageError('--a-history is the memory of --a-side lbfgs; give --a-side lbfgs too');
+      if (values['step-power'] !== undefined && o.variant !== 'convergent') throw new UsageError('--step-power sets the decay of --variant convergent; give --variant convergent too');
+      return name === 'kfqn' ? kfqn(o) : kfqnL(o);
     }
     case 'kfac':
       return kfac({

@@ -1,7 +1,10 @@
 // K-BFGS and K-BFGS(L) (Goldfarb, Ren & Bahamou 2020; ALGORITHMS.md §3): per Kronecker layer the
 // direction H_g·X·H_a of the momentum gradient, a second forward/backward pass on the same batch,
-// then damped BFGS (or L-BFGS) on H_g and Hessian-action BFGS on H_a. The graphs are built in
-// kbfgs-graphs.ts; the Trainer drives them (lib/train/kronecker-engine.ts).
+// then damped BFGS (or L-BFGS) on H_g and Hessian-action BFGS on H_a. KF-QN and KF-QN(L) (Ren,
+// Bahamou & Goldfarb, arXiv 2102.06737; §4-§5) keep no A: the A-side pair is y_a = (A_B + λ_A·I)·s_a
+// from the current minibatch by two products, H_a may itself be an L-BFGS operator, and a
+// convergent variant draws its curvature pairs from an independent minibatch. The graphs are built
+// in kbfgs-graphs.ts; the Trainer drives them (lib/train/kronecker-engine.ts).
 
 export type DampingMode = 'neurips' | 'lm';
 
@@ -34,12 +37,34 @@ export interface KbfgsOptions {
   warmStart?: boolean;
 }
 
+export interface KfqnOptions extends Omit<KbfgsOptions, 'statDecay' | 'warmStart'> {
+  /** H_a as a dense BFGS inverse (default) or an L-BFGS operator with `aHistory` pairs (§4.3). */
+  aSide?: 'dense' | 'lbfgs';
+  /** p_a: L-BFGS memory of the A side with aSide 'lbfgs' (default 100). */
+  aHistory?: number;
+  /** Conv layers: λ_A = √λ and μ2 = √λ (default 'plain'), or the |T|-aware split λ_A = √(λ|T|), μ2 = √(λ/|T|) ('sqrt-t'). */
+  convDamping?: 'plain' | 'sqrt-t';
+  /**
+   * 'default': curvature pairs from the step's own minibatch, constant α. 'convergent' (§4.4): pairs
+   * and A_B from an independent minibatch, α_k = lr·k^(−stepPower).
+   */
+  variant?: 'default' | 'convergent';
+  /** β of α_k = lr·k^(−β) in the convergent variant, in (0.5, 1) (default 0.6). */
+  stepPower?: number;
+}
+
 export interface KroneckerOptimizer {
   readonly kind: 'kronecker';
-  readonly name: 'kbfgs' | 'kbfgs-l';
-  readonly options: Readonly<Required<KbfgsOptions>> & { history?: number };
-  /** L-BFGS memory p for the G side (K-BFGS(L)); undefined for dense K-BFGS. */
+  readonly name: 'kbfgs' | 'kbfgs-l' | 'kfqn' | 'kfqn-l';
+  readonly options: Readonly<Required<KbfgsOptions>> & { history?: number } & Readonly<Partial<KfqnOptions>>;
+  /** L-BFGS memory p for the G side (K-BFGS(L), KF-QN(L)); undefined for a dense H_g. */
   readonly history?: number;
+  /** Where the A-side pair comes from: the EMA'd A (K-BFGS) or the minibatch Hessian action (KF-QN). */
+  readonly aSource: 'ema' | 'minibatch';
+  /** L-BFGS memory of the A side; undefined for a dense H_a. */
+  readonly aHistory?: number;
+  /** Curvature pairs from an independent minibatch (KF-QN's convergent variant). */
+  readonly independentCurvatureBatch: boolean;
   learningRate(t: number): number;
 }
 
@@ -61,13 +86,45 @@ function resolve(o: KbfgsOptions): Required<KbfgsOptions> {
 /** Dense K-BFGS: H_g a dense BFGS inverse. */
 export function kbfgs(options: KbfgsOptions = {}): KroneckerOptimizer {
   const o = resolve(options);
-  return { kind: 'kronecker', name: 'kbfgs', options: o, learningRate: () => o.lr };
+  return { kind: 'kronecker', name: 'kbfgs', options: o, aSource: 'ema', independentCurvatureBatch: false, learningRate: () => o.lr };
 }
 
 /** K-BFGS(L): H_g an L-BFGS operator with `history` pairs (default 100) and H0 = I. */
 export function kbfgsL(options: KbfgsOptions & { history?: number } = {}): KroneckerOptimizer {
   const { history = 100, ...rest } = options;
-  if (!Number.isInteger(history) || history < 1) throw new RangeError(`history must be an integer ≥ 1, got ${history}`);
+  memory('history', history);
   const o = resolve(rest);
-  return { kind: 'kronecker', name: 'kbfgs-l', options: { ...o, history }, history, learningRate: () => o.lr };
+  return { kind: 'kronecker', name: 'kbfgs-l', options: { ...o, history }, history, aSource: 'ema', independentCurvatureBatch: false, learningRate: () => o.lr };
+}
+
+function memory(name: string, p: number): void {
+  if (!Number.isInteger(p) || p < 1) throw new RangeError(`${name} must be an integer ≥ 1, got ${p}`);
+}
+
+function kfqnOptimizer(name: 'kfqn' | 'kfqn-l', options: KfqnOptions, history?: number): KroneckerOptimizer {
+  const { aSide = 'dense', aHistory = 100, convDamping = 'plain', variant = 'default', stepPower = 0.6, ...rest } = options;
+  if (aSide !== 'dense' && aSide !== 'lbfgs') throw new RangeError(`aSide must be 'dense' or 'lbfgs', got '${aSide}'`);
+  if (convDamping !== 'plain' && convDamping !== 'sqrt-t') throw new RangeError(`convDamping must be 'plain' or 'sqrt-t', got '${convDamping}'`);
+  if (variant !== 'default' && variant !== 'convergent') throw new RangeError(`variant must be 'default' or 'convergent', got '${variant}'`);
+  if (!(stepPower > 0.5 && stepPower < 1)) throw new RangeError(`stepPower must lie in (0.5, 1) for the convergence guarantee, got ${stepPower}`);
+  memory('aHistory', aHistory);
+  // §4.2: DD-LM damping and ā with homogeneous entry 1 (HessianActionV2); no A, so no A EMA or warm start.
+  const o = resolve({ dampingMode: 'lm', abarBias: 'one', ...rest, warmStart: false });
+  const lr = (t: number) => (variant === 'convergent' ? o.lr * Math.max(1, t) ** -stepPower : o.lr);
+  return {
+    kind: 'kronecker', name, options: { ...o, aSide, aHistory, convDamping, variant, stepPower, ...(history ? { history } : {}) },
+    history, aSource: 'minibatch', aHistory: aSide === 'lbfgs' ? aHistory : undefined, independentCurvatureBatch: variant === 'convergent', learningRate: lr,
+  };
+}
+
+/** KF-QN: H_g a dense BFGS inverse; the A side from the minibatch Hessian action (§4.2). */
+export function kfqn(options: KfqnOptions = {}): KroneckerOptimizer {
+  return kfqnOptimizer('kfqn', options);
+}
+
+/** KF-QN(L): H_g an L-BFGS operator with `history` pairs (default 100) and H0 = I. */
+export function kfqnL(options: KfqnOptions & { history?: number } = {}): KroneckerOptimizer {
+  const { history = 100, ...rest } = options;
+  memory('history', history);
+  return kfqnOptimizer('kfqn-l', rest, history);
 }

@@ -32,6 +32,13 @@ export const kname = {
   gbar: (l: string) => `kfqn:gbar:${l}`,
   abar: (l: string) => `kfqn:abar:${l}`,
   hbar2: (l: string) => `kfqn:hbar2:${l}`,
+  /** KF-QN's A-side pair from the minibatch: s_a = H_a·ā (A_B·s_a is the statistics' av) and the reference ā. */
+  sa: (l: string) => `kfqn:sa:${l}`,
+  aref: (l: string) => `kfqn:aref:${l}`,
+  /** An L-BFGS H_a's memory. */
+  Sa: (l: string) => `kfqn:Sa:${l}`,
+  Ya: (l: string) => `kfqn:Ya:${l}`,
+  rhoa: (l: string) => `kfqn:rhoa:${l}`,
   gbar2: (l: string) => `kfqn:gbar2:${l}`,
   next: (name: string) => `${name}:next`,
   powell: (l: string) => `kfqn:powell:${l}`,
@@ -50,8 +57,10 @@ export function layerDims(l: Layer) {
   return { G: l.groups, dg: l.factors.g, da: l.factors.a, d: l.inFeatures };
 }
 
+/** Declares a graph input (once, however often asked) or output. */
 export function declare(g: Graph, name: string, dtype: DataType, shape: number[], as: 'input' | 'output', value?: string): void {
   if (as === 'input') {
+    if (g.inputs.some((i) => i.name === name)) return;
     g.inputs.push({ name, type: { dtype, shape } });
     g.types.set(name, { dtype, shape });
   } else {

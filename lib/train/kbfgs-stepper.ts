@@ -5,7 +5,7 @@
 // returns θ⁺. The graphs are those of the Trainer's engine, with gradients and factors as inputs.
 import { encodeModel, outName, statName, type Layer, type onnx } from '../../graph-tools/index.js';
 import type { KroneckerOptimizer } from '../optim/kbfgs.js';
-import { buildInitGraph, buildStandaloneDirectionGraph, buildUpdateGraph, kname } from '../optim/kbfgs-graphs.js';
+import { buildInitGraph, buildStandaloneDirectionGraph, buildUpdateGraph, kname, layerDamping } from '../optim/kbfgs-graphs.js';
 import type { Backend, Session, Tensor } from '../runtime/backend.js';
 import { InputError } from '../errors.js';
 import { curvatureUpdate, directionScalars, initialCurvatureState } from './kronecker-engine.js';
@@ -58,10 +58,11 @@ export class KbfgsStepper {
     const graph = buildStandaloneDirectionGraph(model, opt, source);
     const shapes = new Map([...graph.parameters].map(([p, t]) => [p, t.dims] as const));
     const session = (m: onnx.ModelProto, what: string) => backend.createSession(encodeModel(m), { name: `K-BFGS ${what} of ${source}` });
+    const damping = layerDamping(graph.layers, opt);
     return new KbfgsStepper(backend, opt, graph.layers, shapes, {
       direction: await session(graph.model, 'direction'),
-      update: await session(buildUpdateGraph(graph.layers, opt, graph.dtype), 'curvature update'),
-      init: await session(buildInitGraph(graph.layers, Math.sqrt(opt.options.damping), graph.dtype), 'H_a initialisation'),
+      update: await session(buildUpdateGraph(graph.layers, opt, graph.dtype, damping), 'curvature update'),
+      init: await session(buildInitGraph(graph.layers, damping, graph.dtype), 'H_a initialisation'),
     });
   }
 
@@ -95,7 +96,7 @@ export class KbfgsStepper {
     const second = await s.secondPass(next);
     for (const [p] of this.parameterShapes) if (d[kname.newMomentum(p)]) this.state.set(kname.momentum(p), d[kname.newMomentum(p)]);
     const shares = await curvatureUpdate(this.backend, this.sessions.update, this.layers, this.opt, this.state, d,
-      (l, key) => this.need(s.outputs, `kfqn:${key}:${l}`), (l, key) => this.need(second, `kfqn:${key}:${l}`, 'the second pass\'s outputs'));
+      (name) => this.need(s.outputs, name), (name) => this.need(second, name, 'the second pass\'s outputs'));
     this.t++;
     return { params: next, skipped: false, ...shares };
   }

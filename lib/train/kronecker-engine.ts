@@ -1,10 +1,15 @@
-// Drives a K-BFGS step (ALGORITHMS.md §3.4) through the graphs of lib/optim/kbfgs-graphs.ts:
-// direction (θ⁺, momentum, A EMA, means) → curvature pass at θ⁺ (means) → curvature update
-// (H_g, H_a, s̄, ȳ). Parameters and optimizer state stay runtime tensors between steps; only the
-// loss and a few per-layer flags are read back.
-import { encodeModel, type Layer, type onnx, type TrainingGraph, type TrainingGraphOptions } from '../../graph-tools/index.js';
+// Drives a K-BFGS or KF-QN step (ALGORITHMS.md §3.4, §4.2) through the graphs of
+// lib/optim/kbfgs-graphs.ts: direction (θ⁺, momentum, A EMA or the minibatch A-side pair, means) →
+// curvature pass at θ⁺ (means) → curvature update (H_g, H_a, s̄, ȳ). KF-QN's convergent variant
+// takes its means and A-side pair from an independent batch (the action pass at θ, then the
+// curvature pass at θ⁺ on that batch). Parameters and optimizer state stay runtime tensors between
+// steps; only the loss and a few per-layer flags are read back.
+import { encodeModel, statName, type Layer, type onnx, type TrainingGraph, type TrainingGraphOptions } from '../../graph-tools/index.js';
 import type { KroneckerOptimizer } from '../optim/kbfgs.js';
-import { buildCurvaturePassGraph, buildDirectionGraph, buildInitGraph, buildUpdateGraph, kname, layerDims } from '../optim/kbfgs-graphs.js';
+import {
+  buildActionPassGraph, buildCurvaturePassGraph, buildDirectionGraph, buildInitGraph, buildUpdateGraph, kname, layerDamping, layerDims, updatedState,
+  type LayerDamping,
+} from '../optim/kbfgs-graphs.js';
 import { buildFactorEmaGraph, type StepGraph } from '../optim/preconditioned-step.js';
 import type { Backend, Session, Tensor } from '../runtime/backend.js';
 import { identities, PreconditionedEngine, sessionFeeds, zeros, type Feeds } from './preconditioned-engine.js';
@@ -18,10 +23,11 @@ export class KroneckerEngine extends PreconditionedEngine {
     backend: Backend,
     private readonly opt: KroneckerOptimizer,
     readonly direction: StepGraph,
-    private readonly sessions: { direction: Session; curvature: Session; update: Session },
+    private readonly sessions: { direction: Session; curvature: Session; update: Session; action?: Session },
     private readonly curvature: TrainingGraph,
     private readonly model: onnx.ModelProto,
     private readonly spec: Spec,
+    private readonly damping: LayerDamping,
   ) {
     super(backend, direction);
     initialCurvatureState(backend, direction.layers, opt, this.state);
@@ -29,23 +35,41 @@ export class KroneckerEngine extends PreconditionedEngine {
 
   static async create(backend: Backend, model: onnx.ModelProto, spec: Spec, opt: KroneckerOptimizer): Promise<KroneckerEngine> {
     const direction = buildDirectionGraph(model, spec, opt);
+    const damping = layerDamping(direction.layers, opt, direction.training);
     const curvature = buildCurvaturePassGraph(model, spec);
     const source = spec.source ?? 'model';
+    const what = opt.aSource === 'ema' ? 'K-BFGS' : 'KF-QN';
+    const session = (m: onnx.ModelProto, name: string) => backend.createSession(encodeModel(m), { name: `${what} ${name} of ${source}` });
     const sessions = {
-      direction: await backend.createSession(encodeModel(direction.model), { name: `K-BFGS direction graph of ${source}` }),
-      curvature: await backend.createSession(encodeModel(curvature.toModel()), { name: `K-BFGS curvature pass of ${source}` }),
-      update: await backend.createSession(encodeModel(buildUpdateGraph(direction.layers, opt, direction.dtype)), { name: `K-BFGS curvature update of ${source}` }),
+      direction: await session(direction.model, 'direction graph'),
+      curvature: await session(curvature.toModel(), 'curvature pass'),
+      update: await session(buildUpdateGraph(direction.layers, opt, direction.dtype, damping), 'curvature update'),
+      ...(opt.independentCurvatureBatch ? { action: await session(buildActionPassGraph(model, spec, opt).toModel(), 'action pass') } : {}),
     };
-    return new KroneckerEngine(backend, opt, direction, sessions, curvature, model, spec);
+    return new KroneckerEngine(backend, opt, direction, sessions, curvature, model, spec, damping);
   }
 
   get wantsWarmStart(): boolean { return this.opt.options.warmStart; }
 
+  /** The convergent variant draws its curvature pairs from a batch independent of the step's. */
+  get wantsCurvatureBatch(): boolean { return this.opt.independentCurvatureBatch; }
+
   /**
-   * A from the mean of the batch factors over `batches` (the warm start of §3.3, or the first
-   * minibatch alone), then H_a⁰ = (A + λ_A·I)⁻¹.
+   * H_a⁰ from `batches`: (A + λ_A·I)⁻¹ with A the mean of their batch factors (K-BFGS's warm start
+   * of §3.3, or the first minibatch alone, as KF-QN); an L-BFGS H_a starts from the first batch's
+   * pair (ā, (A_B + λ_A·I)·ā).
    */
   async initialise(batchFeeds: Iterable<Feeds>): Promise<void> {
+    if (this.opt.aHistory !== undefined) {
+      const [first] = batchFeeds;
+      await this.seedLbfgsHa(first);
+    } else {
+      await this.initialiseDenseHa(batchFeeds);
+    }
+    this.initialised = true;
+  }
+
+  private async initialiseDenseHa(batchFeeds: Iterable<Feeds>): Promise<void> {
     const factors = buildFactorEmaGraph(this.model, this.spec, this.direction.layers, { gradientFactors: false });
     const session = await this.backend.createSession(encodeModel(factors.toModel()), { name: 'K-BFGS warm start' });
     try {
@@ -63,35 +87,68 @@ export class KroneckerEngine extends PreconditionedEngine {
     } finally {
       await session.release();
     }
-    const init = await this.backend.createSession(encodeModel(buildInitGraph(this.direction.layers, Math.sqrt(this.opt.options.damping), this.direction.dtype)), { name: 'K-BFGS H_a initialisation' });
+    const init = await this.backend.createSession(encodeModel(buildInitGraph(this.direction.layers, this.damping, this.direction.dtype)), { name: 'H_a initialisation' });
     try {
       const out = await init.run(this.feeds(init, {}));
       for (const l of this.direction.layers) this.state.set(kname.Ha(l.name), out[kname.Ha(l.name)]);
     } finally {
       await init.release();
     }
-    this.initialised = true;
+    // KF-QN keeps no A (§4.2): it served only H_a⁰.
+    if (this.opt.aSource === 'minibatch') for (const l of this.direction.layers) this.state.delete(kname.A(l.name));
   }
 
-  /** One K-BFGS step on a batch (its data and target feeds). */
-  async step(data: Feeds): Promise<KroneckerStepInfo> {
+  private async seedLbfgsHa(data: Feeds): Promise<void> {
+    const graph = buildActionPassGraph(this.model, this.spec, this.opt, true);
+    const session = await this.backend.createSession(encodeModel(graph.toModel()), { name: 'L-BFGS H_a initialisation' });
+    try {
+      const out = await session.run(this.feeds(session, data));
+      const p = this.opt.aHistory!;
+      for (const l of this.direction.layers) {
+        const { G, da } = layerDims(l);
+        const { lambdaA } = this.damping.get(l.name)!;
+        const abar = await this.backend.read(out[kname.aref(l.name)]);
+        const Av = await this.backend.read(out[statName.av(l.name)]);
+        const S = new Float32Array(G * p * da); const Y = new Float32Array(G * p * da); const rho = new Float32Array(G * p);
+        for (let g = 0; g < G; g++) {
+          // The newest slot (last row) holds the pair; the two-loop skips rows whose ρ is 0.
+          let sTy = 0;
+          for (let j = 0; j < da; j++) {
+            const s = Number(abar[g * da + j]); const y = Number(Av[g * da + j]) + lambdaA * s;
+            S[(g * p + p - 1) * da + j] = s; Y[(g * p + p - 1) * da + j] = y; sTy += s * y;
+          }
+          if (sTy > 0 && Number.isFinite(sTy)) rho[g * p + p - 1] = 1 / sTy;
+        }
+        this.state.set(kname.Sa(l.name), this.backend.tensor('float32', S, [G, p, da]));
+        this.state.set(kname.Ya(l.name), this.backend.tensor('float32', Y, [G, p, da]));
+        this.state.set(kname.rhoa(l.name), this.backend.tensor('float32', rho, [G, p]));
+      }
+    } finally {
+      await session.release();
+    }
+  }
+
+  /** One step on a batch (its data and target feeds); the convergent variant also takes its curvature batch. */
+  async step(data: Feeds, _t?: number, curvatureData?: Feeds): Promise<KroneckerStepInfo> {
+    if (this.opt.independentCurvatureBatch && !curvatureData) throw new Error(`${this.opt.name} (variant convergent) needs an independent curvature batch each step`);
     if (!this.initialised) await this.initialise([data]);
     const scalars = directionScalars(this.opt, this.t);
     const d = await this.sessions.direction.run(this.feeds(this.sessions.direction, data, scalars));
     const loss = await this.scalar(d[this.direction.training.outputs.loss]);
     if (!Number.isFinite(loss)) return { loss, skipped: true, powellShare: 0, skippedShare: 0 };
 
-    // The curvature pass: the same batch at θ⁺.
+    // The pairs' batch: the step's own, or the convergent variant's independent one, whose means
+    // and A-side pair at θ come from the action pass.
+    const pairData = curvatureData ?? data;
+    const first = this.sessions.action ? await this.sessions.action.run(this.feeds(this.sessions.action, pairData)) : d;
+    // The curvature pass: the pairs' batch at θ⁺.
     const next = this.nextParams(d);
-    const c = await this.sessions.curvature.run(this.feeds(this.sessions.curvature, data, {}, Object.fromEntries(next)));
+    const c = await this.sessions.curvature.run(this.feeds(this.sessions.curvature, pairData, {}, Object.fromEntries(next)));
     // A non-finite direction shows as a non-finite loss at θ⁺: skip the step, keep everything.
     if (!Number.isFinite(await this.scalar(c[this.curvature.outputs.loss]))) return { loss, skipped: true, powellShare: 0, skippedShare: 0 };
 
-    const dStats = this.direction.training.outputs.statistics;
-    const cStats = this.curvature.outputs.statistics;
-    const means = (out: Feeds, stats: typeof dStats) => (l: string, key: 'abar' | 'hbar' | 'gbar') => out[stats.get(l)![key]!];
     this.commitStep(d, next);
-    const shares = await curvatureUpdate(this.backend, this.sessions.update, this.direction.layers, this.opt, this.state, d, means(d, dStats), means(c, cStats));
+    const shares = await curvatureUpdate(this.backend, this.sessions.update, this.direction.layers, this.opt, this.state, d, (name) => first[name], (name) => c[name]);
     return { loss, skipped: false, ...shares };
   }
 
@@ -101,34 +158,34 @@ export class KroneckerEngine extends PreconditionedEngine {
 }
 
 /**
- * Step 3 of §3.4, shared by the engine and the plug-in stepper: H_g, H_a, s̄, ȳ from the new A
- * (`direction`'s output) and the two passes' means, written into `state`; returns the shares of
- * layer groups whose G-side pair was Powell-damped and whose G-side update was skipped.
+ * Step 3 of §3.4, shared by the engine and the plug-in stepper: H_g, H_a, s̄, ȳ from the first
+ * pass's means and A-side values (K-BFGS's new A, `direction`'s output, and ā; KF-QN's s_a, A_B·s_a
+ * and reference ā) and the second pass's means, by their graph names, written into `state`;
+ * returns the shares of layer groups whose G-side pair was Powell-damped and whose G-side update was
+ * skipped.
  */
 export async function curvatureUpdate(
   backend: Backend, session: Session, layers: readonly Layer[], opt: KroneckerOptimizer, state: Map<string, Tensor>, direction: Feeds,
-  first: (layer: string, key: 'abar' | 'hbar' | 'gbar') => Tensor, second: (layer: string, key: 'hbar' | 'gbar') => Tensor,
+  first: (name: string) => Tensor, second: (name: string) => Tensor,
 ): Promise<{ powellShare: number; skippedShare: number }> {
   const feeds: Feeds = {};
   for (const l of layers) {
     const { G, dg, da } = layerDims(l);
     const n = l.name;
     const shaped = (t: Tensor, dims: number[]) => backend.tensor('float32', t.data as Float32Array, dims);
-    state.set(kname.A(n), direction[kname.newA(n)]);
-    feeds[kname.hbar(n)] = shaped(first(n, 'hbar'), [G, dg]);
-    feeds[kname.gbar(n)] = shaped(first(n, 'gbar'), [G, dg]);
-    feeds[kname.abar(n)] = shaped(first(n, 'abar'), [G, da]);
-    feeds[kname.hbar2(n)] = shaped(second(n, 'hbar'), [G, dg]);
-    feeds[kname.gbar2(n)] = shaped(second(n, 'gbar'), [G, dg]);
+    if (opt.aSource === 'ema') state.set(kname.A(n), direction[kname.newA(n)]);
+    feeds[kname.hbar(n)] = shaped(first(kname.hbar(n)), [G, dg]);
+    feeds[kname.gbar(n)] = shaped(first(kname.gbar(n)), [G, dg]);
+    for (const name of opt.aSource === 'ema' ? [kname.abar(n)] : [kname.sa(n), statName.av(n), kname.aref(n)]) feeds[name] = shaped(first(name), [G, da]);
+    feeds[kname.hbar2(n)] = shaped(second(kname.hbar(n)), [G, dg]);
+    feeds[kname.gbar2(n)] = shaped(second(kname.gbar(n)), [G, dg]);
   }
   const u = await session.run(sessionFeeds(backend, session, (name) => feeds[name] ?? state.get(name)));
   let powell = 0; let skipped = 0; let groups = 0;
   const scalar = async (t: Tensor) => Number((await backend.read(t))[0]);
   for (const l of layers) {
     const n = l.name;
-    for (const name of [kname.Ha(n), kname.sbar(n), kname.ybar(n), ...(opt.history === undefined ? [kname.Hg(n)] : [kname.S(n), kname.Y(n), kname.rho(n)])]) {
-      state.set(name, u[kname.next(name)]);
-    }
+    for (const name of updatedState(l, opt)) state.set(name, u[kname.next(name)]);
     powell += await scalar(u[kname.powell(n)]);
     skipped += l.groups - await scalar(u[kname.acceptedG(n)]);
     groups += l.groups;
@@ -136,7 +193,7 @@ export async function curvatureUpdate(
   return { powellShare: powell / Math.max(1, groups), skippedShare: skipped / Math.max(1, groups) };
 }
 
-/** The K-BFGS state of `layers` at step 0 (H_g = I or an empty L-BFGS memory; s̄ = ȳ = 0). */
+/** The K-BFGS state of `layers` at step 0 (H_g = I or an empty L-BFGS memory; s̄ = ȳ = 0); H_a comes from initialisation. */
 export function initialCurvatureState(backend: Backend, layers: readonly Layer[], opt: KroneckerOptimizer, state: Map<string, Tensor>): void {
   for (const l of layers) {
     const { G, dg } = layerDims(l);

@@ -60,11 +60,13 @@ interface Engine {
   params: Map<string, Tensor>;
   buffers: Map<string, Tensor>;
   readonly training: Pick<TrainingGraph, 'dataInputs' | 'target' | 'output'>;
-  step(data: Record<string, Tensor>, t: number): Promise<EngineStep>;
+  step(data: Record<string, Tensor>, t: number, curvatureData?: Record<string, Tensor>): Promise<EngineStep>;
   release(): Promise<void>;
   /** Engines with curvature state set up from data: the warm start, or the first batch. */
   readonly initialized?: boolean;
   readonly wantsWarmStart?: boolean;
+  /** KF-QN's convergent variant: curvature pairs from a batch independent of the step's. */
+  readonly wantsCurvatureBatch?: boolean;
   initialise?(batchFeeds: Iterable<Record<string, Tensor>>): Promise<void>;
 }
 
@@ -97,10 +99,17 @@ export class Trainer {
   private get params(): Map<string, Tensor> { return this.engine.params; }
   private get buffers(): Map<string, Tensor> { return this.engine.buffers; }
 
-  /** One optimizer step on a batch; returns the batch loss before the update. */
-  async trainStep(batch: Batch): Promise<{ loss: number; skipped: boolean }> {
+  /** Whether trainStep needs a second, independent batch for the curvature pairs (KF-QN's convergent variant). */
+  get wantsCurvatureBatch(): boolean { return this.engine.wantsCurvatureBatch === true; }
+
+  /**
+   * One optimizer step on a batch; returns the batch loss before the update. `curvatureBatch`, drawn
+   * independently of `batch`, feeds the curvature pairs when wantsCurvatureBatch.
+   */
+  async trainStep(batch: Batch, curvatureBatch?: Batch): Promise<{ loss: number; skipped: boolean }> {
+    if (this.wantsCurvatureBatch && !curvatureBatch) throw new InputError(`${this.options.optimizer.name} (variant convergent) needs an independent curvature batch at each step`);
     const t = this.updates + 1;
-    const result = await this.engine.step(this.batchFeeds(batch), t);
+    const result = await this.engine.step(this.batchFeeds(batch), t, curvatureBatch && this.batchFeeds(curvatureBatch));
     this.t++;
     this.last = result;
     // A non-finite loss means non-finite gradients: the engine kept the old parameters and state,
@@ -130,11 +139,12 @@ export class Trainer {
     if (this.engine.initialise && !this.engine.initialized && this.engine.wantsWarmStart) await this.warmStart(data, options.batchSize);
     const start = performance.now();
     let steps = 0; let epoch = 0; let finalLoss = NaN;
+    const curvatureBatches = this.wantsCurvatureBatch ? independentBatches(data, options.batchSize, options.seed ?? 0) : undefined;
     for (; epoch < epochs && steps < maxSteps; epoch++) {
       let sum = 0; let n = 0;
       for (const batch of batches(data, { batchSize: options.batchSize, shuffle: options.shuffle ?? true, seed: options.seed ?? 0, epoch })) {
         if (steps >= maxSteps) break;
-        const { loss, skipped } = await this.trainStep(batch);
+        const { loss, skipped } = await this.trainStep(batch, curvatureBatches?.next().value);
         steps++;
         finalLoss = loss;
         if (!skipped) { sum += loss; n++; }
@@ -219,6 +229,14 @@ export class Trainer {
     }
     return feeds;
   }
+}
+
+/**
+ * An endless stream of batches drawn independently of the training stream: its own shuffle seed
+ * (even with --no-shuffle, whose file order would replay the step's own batches), epoch after epoch.
+ */
+function* independentBatches(data: Dataset, batchSize: number, seed: number): Generator<Batch, never> {
+  for (let epoch = 0; ; epoch++) yield* batches(data, { batchSize, shuffle: true, seed: seed + 0x9e3779b9, epoch });
 }
 
 function graphOptions(o: TrainerOptions) {

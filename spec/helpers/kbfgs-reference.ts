@@ -1,5 +1,7 @@
 // Plain-TypeScript float64 reference of K-BFGS and K-BFGS(L) (Goldfarb, Ren & Bahamou, NeurIPS
-// 2020) for MLPs, written straight from /work/shared/design/ALGORITHMS.md §1–§3 as a test oracle.
+// 2020) for MLPs, and of KF-QN's changes to them (arXiv 2102.06737: the A side from the minibatch
+// Hessian action, an L-BFGS A side, the convergent variant's independent curvature batch), written
+// straight from ALGORITHMS.md §1–§4 as a test oracle.
 // Conventions (§1.1–§1.2): W̃ = [W | b] is d_g×d_a with the bias as the last column, ã = [a; 1],
 // g_i = M·∂L/∂h_i (mean-type reductions), A = (1/M) ÃᵀÃ, direction D = H_g · X · H_a.
 import { forwardBackward, type RefMlp, type RefTarget } from './mlp-reference.js';
@@ -21,6 +23,15 @@ export interface KbfgsReferenceOptions {
   dampingMode?: DampingMode;
   /** ā's homogeneous entry in the Hessian-action pair: 'mean' of the others (the authors' code, default) or 'one'. */
   abarBias?: 'mean' | 'one';
+  /** 'ema': K-BFGS's running A; 'minibatch': KF-QN's y_a = (A_B + λ_A·I)·s_a with the pairs' batch A_B, no A kept. */
+  aSource?: 'ema' | 'minibatch';
+  /** undefined: dense H_a; a number p_a: an L-BFGS H_a (γ = sᵀy/yᵀy of the newest pair), seeded with the first batch's pair (ā, A_λ·ā). */
+  aMemory?: number;
+  /** λ_A and μ2 when not √λ (KF-QN's |T|-aware split). */
+  lambdaA?: number;
+  mu2?: number;
+  /** α_k at update k (1-based), when not constant (the convergent variant's lr·k^(−β)). */
+  lrAt?: (k: number) => number;
   /** Per-layer warm-start A (d_a×d_a row-major); absent: A from the first minibatch. */
   warmStartA?: Float64Array[];
   /**
@@ -62,6 +73,7 @@ export interface KbfgsLayerTrace {
 interface LayerState {
   dg: number; da: number;
   A: Float64Array; Ha: Float64Array;
+  pairsA: { s: Float64Array; y: Float64Array; rho: number }[]; // L-BFGS H_a, oldest first
   Hg?: Float64Array;                        // dense
   pairs: { s: Float64Array; y: Float64Array; rho: number }[]; // L-BFGS, oldest first
   sBar: Float64Array; yBar: Float64Array;
@@ -211,6 +223,7 @@ export class KbfgsReference {
   readonly l2: number;
   readonly memory: number | undefined;
   readonly dampingMode: DampingMode;
+  private readonly opts: KbfgsReferenceOptions;
   private readonly warmStartA: Float64Array[] | undefined;
   private readonly gScale: NonNullable<KbfgsReferenceOptions['gScale']>;
   private layers: LayerState[] | undefined;
@@ -230,6 +243,7 @@ export class KbfgsReference {
     this.memory = opts.memory;
     this.dampingMode = opts.dampingMode ?? 'neurips';
     this.warmStartA = opts.warmStartA;
+    this.opts = opts;
     this.gScale = opts.gScale ?? ((red, M) => (red === 'sum' ? 1 : M));
   }
 
@@ -268,7 +282,7 @@ export class KbfgsReference {
       const dg = net.sizes[l + 1], da = net.sizes[l] + 1;
       return {
         dg, da,
-        A: new Float64Array(da * da), Ha: eye(da),
+        A: new Float64Array(da * da), Ha: eye(da), pairsA: [],
         Hg: this.memory === undefined ? eye(dg) : undefined,
         pairs: [],
         sBar: new Float64Array(dg), yBar: new Float64Array(dg),
@@ -277,18 +291,42 @@ export class KbfgsReference {
     });
   }
 
-  step(net: RefMlp, X: ArrayLike<number>, target: RefTarget): KbfgsStepResult {
+  /** ā with the homogeneous entry of abarBias: the reference of the A-side pair. */
+  private abarReference(aBar: Float64Array): Float64Array {
+    const out = Float64Array.from(aBar);
+    const da = out.length;
+    // The authors' K-BFGS code puts the mean of ā's other entries in its homogeneous slot.
+    if (this.abarBias === 'mean') out[da - 1] = out.subarray(0, da - 1).reduce((x, y) => x + y, 0) / (da - 1);
+    return out;
+  }
+
+  private applyHa(st: LayerState, v: Float64Array): Float64Array {
+    if (this.opts.aMemory === undefined) return matVec(st.Ha, v, st.da);
+    const newest = st.pairsA[st.pairsA.length - 1];
+    const gamma = newest ? dot(newest.s, newest.y) / dot(newest.y, newest.y) : 1;
+    return twoLoop(v, st.pairsA, gamma);
+  }
+
+  /**
+   * One step on batch (X, target). `curvature`: the convergent variant's independent batch, whose
+   * passes at θ and θ⁺ give the pairs (and A_B, ā).
+   */
+  step(net: RefMlp, X: ArrayLike<number>, target: RefTarget, curvature?: { X: ArrayLike<number>; target: RefTarget }): KbfgsStepResult {
     if (!this.layers) this.init(net);
     const layers = this.layers!;
     const L = net.layers.length;
     const M = X.length / net.sizes[0];
-    const lambdaA = Math.sqrt(this.damping), mu2 = Math.sqrt(this.damping);
-    const gs = this.gScale(net.loss.reduction, M);
+    const lambdaA = this.opts.lambdaA ?? Math.sqrt(this.damping), mu2 = this.opts.mu2 ?? Math.sqrt(this.damping);
+    const minibatchA = this.opts.aSource === 'minibatch';
+    const lr = this.opts.lrAt ? this.opts.lrAt(this.k + 1) : this.lr;
 
-    // 1. forward/backward at θ.
+    // 1. forward/backward at θ (and at θ on the curvature batch).
     const fb = forwardBackward(net, X, target);
+    const pairPass = curvature ? forwardBackward(net, curvature.X, curvature.target) : fb;
+    const pairM = curvature ? curvature.X.length / net.sizes[0] : M;
+    const gs = this.gScale(net.loss.reduction, pairM);
     const directions: Float64Array[] = [];
-    const aBars: Float64Array[] = [];
+    const pairFactors: { AB: Float64Array; aBar: Float64Array }[] = [];
     for (let l = 0; l < L; l++) {
       const st = layers[l], { dg, da } = st, nin = da - 1;
       const { W, b } = net.layers[l], gr = fb.grads[l];
@@ -301,30 +339,23 @@ export class KbfgsReference {
         const ghb = gr.b[r] + this.l2 * b[r];
         st.m[r * da + nin] = this.momentum * st.m[r * da + nin] + (1 - this.momentum) * ghb;
       }
-      // A_B = (1/M) ÃᵀÃ and ā.
-      const a = fb.a[l];
-      const AB = new Float64Array(da * da), aBar = new Float64Array(da);
-      const at = new Float64Array(da);
-      for (let i = 0; i < M; i++) {
-        for (let c = 0; c < nin; c++) at[c] = a[i * nin + c];
-        at[nin] = 1;
-        for (let p = 0; p < da; p++) {
-          aBar[p] += at[p] / M;
-          const ap = at[p];
-          if (ap === 0) continue;
-          for (let q = 0; q < da; q++) AB[p * da + q] += (ap * at[q]) / M;
-        }
-      }
-      aBars.push(aBar);
+      const own = batchFactor(fb.a[l], M, da);
+      pairFactors.push(curvature ? batchFactor(pairPass.a[l], pairM, da) : own);
       if (this.k === 0) {
         const warm = this.warmStartA?.[l];
         if (warm && warm.length !== da * da) throw new Error(`warmStartA[${l}] must be ${da}×${da}`);
-        st.A = warm ? Float64Array.from(warm) : AB;
-        const Al = Float64Array.from(st.A);
-        for (let p = 0; p < da; p++) Al[p * da + p] += lambdaA;
-        st.Ha = choleskyInverse(Al, da);
-      } else {
-        for (let p = 0; p < da * da; p++) st.A[p] = this.betaA * st.A[p] + (1 - this.betaA) * AB[p];
+        st.A = warm ? Float64Array.from(warm) : own.AB;
+        if (this.opts.aMemory === undefined) {
+          const Al = Float64Array.from(st.A);
+          for (let p = 0; p < da; p++) Al[p * da + p] += lambdaA;
+          st.Ha = choleskyInverse(Al, da);
+        } else {
+          const sA = this.abarReference(own.aBar);
+          const yA = matVec(own.AB, sA, da).map((v, p) => v + lambdaA * sA[p]);
+          if (dot(sA, yA) > 0) st.pairsA.push({ s: sA, y: yA, rho: 1 / dot(sA, yA) });
+        }
+      } else if (!minibatchA) {
+        for (let p = 0; p < da * da; p++) st.A[p] = this.betaA * st.A[p] + (1 - this.betaA) * own.AB[p];
       }
       // D = H_g(X) · H_a with the old factors.
       const HgX = new Float64Array(dg * da);
@@ -335,23 +366,20 @@ export class KbfgsReference {
         for (let r = 0; r < dg; r++) HgX[r * da + c] = hc[r];
       }
       const D = new Float64Array(dg * da);
-      for (let r = 0; r < dg; r++) for (let p = 0; p < da; p++) {
-        const v = HgX[r * da + p];
-        if (v === 0) continue;
-        for (let q = 0; q < da; q++) D[r * da + q] += v * st.Ha[p * da + q];
-      }
+      // Row r of D is H_a·(row r of H_g X): H_a is symmetric.
+      for (let r = 0; r < dg; r++) D.set(this.applyHa(st, HgX.subarray(r * da, (r + 1) * da)), r * da);
       directions.push(D);
     }
 
-    // 2. θ⁺ = θ − αD, and the second pass on the same batch.
+    // 2. θ⁺ = θ − αD, and the second pass on the pairs' batch.
     for (let l = 0; l < L; l++) {
       const { dg, da } = layers[l], nin = da - 1, D = directions[l], { W, b } = net.layers[l];
       for (let r = 0; r < dg; r++) {
-        for (let c = 0; c < nin; c++) W[r * nin + c] -= this.lr * D[r * da + c];
-        b[r] -= this.lr * D[r * da + nin];
+        for (let c = 0; c < nin; c++) W[r * nin + c] -= lr * D[r * da + c];
+        b[r] -= lr * D[r * da + nin];
       }
     }
-    const fb2 = forwardBackward(net, X, target);
+    const fb2 = curvature ? forwardBackward(net, curvature.X, curvature.target) : forwardBackward(net, X, target);
 
     // 3. curvature updates.
     let powellDamped = 0, skipped = 0, skippedA = 0;
@@ -360,11 +388,11 @@ export class KbfgsReference {
       const st = layers[l], { dg, da } = st;
       const hBar = new Float64Array(dg), hBar2 = new Float64Array(dg);
       const gBar = new Float64Array(dg), gBar2 = new Float64Array(dg);
-      for (let i = 0; i < M; i++) for (let r = 0; r < dg; r++) {
-        hBar[r] += fb.h[l][i * dg + r] / M;
-        hBar2[r] += fb2.h[l][i * dg + r] / M;
-        gBar[r] += (gs * fb.dh[l][i * dg + r]) / M;
-        gBar2[r] += (gs * fb2.dh[l][i * dg + r]) / M;
+      for (let i = 0; i < pairM; i++) for (let r = 0; r < dg; r++) {
+        hBar[r] += pairPass.h[l][i * dg + r] / pairM;
+        hBar2[r] += fb2.h[l][i * dg + r] / pairM;
+        gBar[r] += (gs * pairPass.dh[l][i * dg + r]) / pairM;
+        gBar2[r] += (gs * fb2.dh[l][i * dg + r]) / pairM;
       }
       const s = hBar2.map((v, r) => v - hBar[r]);
       const y = gBar2.map((v, r) => v - gBar[r]);
@@ -375,38 +403,58 @@ export class KbfgsReference {
       const dd = doubleDamping(st.sBar, st.yBar, (v) => this.applyHg(st, v), this.mu1, mu2, this.dampingMode);
       if (dd.powell) powellDamped++;
       const gNorm = Math.sqrt(dot(gBar, gBar));
-      let gUpdated: boolean;
-      if (st.Hg) {
-        const next = bfgsUpdate(st.Hg, dd.s, dd.y, dg, gNorm);
-        gUpdated = next !== null;
-        if (next) st.Hg = next;
-      } else {
-        const ss = dot(dd.s, dd.s), sy = dot(dd.s, dd.y);
-        gUpdated = Number.isFinite(ss) && sy > 1e-4 * ss * gNorm;
-        if (gUpdated) {
-          st.pairs.push({ s: Float64Array.from(dd.s), y: Float64Array.from(dd.y), rho: 1 / sy });
-          if (st.pairs.length > this.memory!) st.pairs.shift();
-        }
-      }
+      const gUpdated = st.Hg ? this.bfgs(st, 'Hg', dd.s, dd.y, gNorm) : pushPair(st.pairs, dd.s, dd.y, gNorm, this.memory!);
       if (!gUpdated) skipped++;
-      // Hessian-action BFGS for the A side.
-      const aBar = Float64Array.from(aBars[l]);
-      // The authors' code puts the mean of ā's other entries in its homogeneous slot.
-      if (this.abarBias === 'mean') aBar[da - 1] = aBar.subarray(0, da - 1).reduce((x, y) => x + y, 0) / (da - 1);
-      const sA = matVec(st.Ha, aBar, da);
-      const yA = matVec(st.A, sA, da);
+      // Hessian-action BFGS for the A side: y_a = (A + λ_A·I)·s_a, A the running A or the pairs' batch's A_B.
+      const aBar = this.abarReference(pairFactors[l].aBar);
+      const sA = this.applyHa(st, aBar);
+      const yA = matVec(minibatchA ? pairFactors[l].AB : st.A, sA, da);
       for (let p = 0; p < da; p++) yA[p] += lambdaA * sA[p];
-      const nextA = bfgsUpdate(st.Ha, sA, yA, da, Math.sqrt(dot(aBar, aBar)));
-      if (nextA) st.Ha = nextA; else skippedA++;
+      const aNorm = Math.sqrt(dot(aBar, aBar));
+      const aUpdated = this.opts.aMemory === undefined ? this.bfgs(st, 'Ha', sA, yA, aNorm) : pushPair(st.pairsA, sA, yA, aNorm, this.opts.aMemory);
+      if (!aUpdated) skippedA++;
       this.lastTrace.push({
         s, y, sBar: Float64Array.from(st.sBar), yBar: Float64Array.from(st.yBar),
         sTilde: dd.s, yTilde: dd.y, gBar, powell: dd.powell, gUpdated,
-        sA, yA, aUpdated: nextA !== null, direction: directions[l],
+        sA, yA, aUpdated, direction: directions[l],
       });
     }
     this.k++;
     return { loss: fb.loss, powellDamped, skipped, skippedA };
   }
+
+  private bfgs(st: LayerState, which: 'Hg' | 'Ha', s: Float64Array, y: Float64Array, refNorm: number): boolean {
+    const next = bfgsUpdate(st[which]!, s, y, which === 'Hg' ? st.dg : st.da, refNorm);
+    if (next) st[which] = next;
+    return next !== null;
+  }
+}
+
+/** A_B = (1/M) ÃᵀÃ and ā of a layer's input rows a (M × (d_a − 1)), ã = [a; 1]. */
+function batchFactor(a: ArrayLike<number>, M: number, da: number): { AB: Float64Array; aBar: Float64Array } {
+  const nin = da - 1;
+  const AB = new Float64Array(da * da), aBar = new Float64Array(da);
+  const at = new Float64Array(da);
+  for (let i = 0; i < M; i++) {
+    for (let c = 0; c < nin; c++) at[c] = a[i * nin + c];
+    at[nin] = 1;
+    for (let p = 0; p < da; p++) {
+      aBar[p] += at[p] / M;
+      const ap = at[p];
+      if (ap === 0) continue;
+      for (let q = 0; q < da; q++) AB[p * da + q] += (ap * at[q]) / M;
+    }
+  }
+  return { AB, aBar };
+}
+
+/** The L-BFGS acceptance test (§2.2) and push into a memory of `memory` pairs; whether accepted. */
+function pushPair(pairs: LayerState['pairs'], s: Float64Array, y: Float64Array, refNorm: number, memory: number): boolean {
+  const ss = dot(s, s), sy = dot(s, y);
+  if (!(Number.isFinite(ss) && sy > 1e-4 * ss * refNorm)) return false;
+  pairs.push({ s: Float64Array.from(s), y: Float64Array.from(y), rho: 1 / sy });
+  if (pairs.length > memory) pairs.shift();
+  return true;
 }
 
 /** SGD with the same dampened momentum and L2 (§2.4, §7.1): m = ρm + (1−ρ)(∇L + τθ); θ −= αm. */
