@@ -3,6 +3,7 @@ import { basename } from 'node:path';
 import { buildTrainingGraph, encodeModel, prepareGraph, supportedOps, type Capture } from '../../graph-tools/index.js';
 import { readModelFile, readTensorFile, writeFileAtomic } from '../io/files.js';
 import { createBackend } from '../runtime/node.js';
+import { adam, kbfgs, kbfgsL, kfac, kfqn, kfqnL, optimizerStateReport, rmsprop, sgd, shampoo } from '../optim/index.js';
 import { computeGradients } from '../train/gradients.js';
 import { UsageError } from './errors.js';
 import { epFrom, lossFrom, lossOptions, parse, requireModel } from './options.js';
@@ -10,14 +11,23 @@ import { epFrom, lossFrom, lossOptions, parse, requireModel } from './options.js
 const INSPECT_HELP = `kfqn inspect MODEL [--json]
   Lists the trainable layers (name, kind, weight and bias initializers, input and pre-activation
   values, Kronecker factor sizes; per group for grouped convolutions), the BatchNormalization scales
-  and biases that train, Identity-aliased parameters that were untied, and the initializers left
-  constant with the reason.`;
+  and biases that train, Identity-aliased parameters that were untied, the initializers left
+  constant with the reason, and each optimizer's state in bytes (at its defaults; per layer with
+  --json), next to the parameters' bytes.`;
+
+/** The optimizers whose state inspect reports, at their defaults (and KF-QN(L)'s low-memory mode). */
+const STATE_REPORTED = {
+  sgd: () => sgd({ momentum: 0.9 }), adam: () => adam(), rmsprop: () => rmsprop(), kfac: () => kfac(), shampoo: () => shampoo(),
+  kbfgs: () => kbfgs(), 'kbfgs-l': () => kbfgsL(), kfqn: () => kfqn(), 'kfqn-l': () => kfqnL(), 'kfqn-l --a-side lbfgs': () => kfqnL({ aSide: 'lbfgs' }),
+};
 
 export async function inspect(args: string[]): Promise<void> {
   const { values, positionals } = parse(args, { json: { type: 'boolean' } }, 1);
   if (values.help) return void console.log(INSPECT_HELP);
   const path = requireModel(positionals, 'inspect');
-  const { graph, report } = prepareGraph(readModelFile(path), basename(path));
+  const model = readModelFile(path);
+  const { graph, report } = prepareGraph(model, basename(path));
+  const states = Object.entries(STATE_REPORTED).map(([name, make]) => ({ name, report: optimizerStateReport(model, make(), basename(path)) }));
   const layers = report.layers.map((l) => ({
     name: l.name, kind: l.kind, weight: l.weight, bias: l.bias ?? null, weight_layout: l.weightLayout,
     input: l.input, preactivation: l.preactivation, in_features: l.inFeatures, out_features: l.outFeatures,
@@ -31,6 +41,12 @@ export async function inspect(args: string[]): Promise<void> {
     outputs: graph.outputs.map((o) => ({ name: o.name, dtype: o.type.dtype, shape: graph.types.get(o.name)?.shape ?? o.type.shape ?? null })),
     layers, normalizations: report.normalizations, parameters: report.parameters, parameter_count: paramCount,
     untied: report.untied, constants: report.constants,
+    parameter_bytes: states[0].report.parameterBytes,
+    optimizer_state: Object.fromEntries(states.map(({ name, report: r }) => [name, {
+      state_bytes: r.stateBytes, state_over_parameters: r.stateBytes / r.parameterBytes,
+      layers: r.layers.map((l) => ({ layer: l.layer, parameter_bytes: l.parameterBytes, state_bytes: l.stateBytes, parts: l.parts })),
+      other_parameters: { parameter_bytes: r.otherParameters.parameterBytes, state_bytes: r.otherParameters.stateBytes },
+    }])),
   };
   if (values.json) return void console.log(JSON.stringify(summary, null, 2));
   console.log(`${path}: opset ${graph.opset}, ${layers.length} trainable layer(s), ${paramCount} parameters`);
@@ -42,7 +58,11 @@ export async function inspect(args: string[]): Promise<void> {
   }
   for (const u of report.untied) console.log(`  untied: '${u.parameter}' was an Identity alias of '${u.source}' (node ${u.node}); it is trained as its own parameter`);
   for (const c of report.constants) console.log(`  constant: ${c.name}: ${c.reason}`);
+  console.log(`optimizer state (defaults), against ${megabytes(summary.parameter_bytes)} of parameters:`);
+  for (const { name, report: r } of states) console.log(`  ${name.padEnd(22)} ${megabytes(r.stateBytes).padStart(10)}  (${(r.stateBytes / r.parameterBytes).toFixed(2)}× the parameters)`);
 }
+
+const megabytes = (bytes: number) => `${(bytes / 2 ** 20).toFixed(2)} MiB`;
 
 const AUGMENT_HELP = `kfqn augment MODEL --loss cross-entropy|mse|bce-with-logits [--reduction mean|sum|per-sample-sum] -o TRAIN.onnx
   Writes the training graph: inputs are the model's inputs, 'kfqn:target' and every trainable

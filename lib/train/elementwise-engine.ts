@@ -13,6 +13,9 @@ export class ElementwiseEngine {
   buffers = new Map<string, Tensor>();
   /** Optimizer state tensors by step-graph input name, with the output that replaces each. */
   private state = new Map<string, Tensor>();
+
+  /** The optimizer state kept between steps (momenta, moments), by graph name. */
+  get optimizerState(): ReadonlyMap<string, Tensor> { return this.state; }
   private stateOutputs = new Map<string, string>();
 
   private initialised = false;

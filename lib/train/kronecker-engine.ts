@@ -18,7 +18,11 @@ export interface KroneckerStepInfo { loss: number; skipped: boolean; powellShare
 
 type Spec = Omit<TrainingGraphOptions, 'capture'>;
 
+
 export class KroneckerEngine extends PreconditionedEngine {
+  /** The largest patch matrix KF-QN's one-time A_B may build at once: 2²² floats (16 MiB). */
+  static initSliceFloats = 2 ** 22;
+
   private constructor(
     backend: Backend,
     private readonly opt: KroneckerOptimizer,
@@ -63,13 +67,40 @@ export class KroneckerEngine extends PreconditionedEngine {
     if (this.opt.aHistory !== undefined) {
       const [first] = batchFeeds;
       await this.seedLbfgsHa(first);
+    } else if (this.opt.aSource === 'minibatch') {
+      // KF-QN forms A once, from the first batch: in slices, so that its patch matrices never
+      // outgrow what a step itself holds (the running mean weighted by slice size is A_B exactly).
+      const [first] = batchFeeds;
+      await this.initialiseDenseHa(this.slices(first));
     } else {
-      await this.initialiseDenseHa(batchFeeds);
+      await this.initialiseDenseHa([...batchFeeds].map((feeds) => ({ feeds, weight: 1 })));
     }
     this.initialised = true;
   }
 
-  private async initialiseDenseHa(batchFeeds: Iterable<Feeds>): Promise<void> {
+  /** Slices of a batch's feeds along the sample axis, each with its sample count as weight. */
+  private *slices(data: Feeds): Generator<{ feeds: Feeds; weight: number }> {
+    const input = data[this.direction.training.dataInputs[0].name];
+    const size = input.dims[0];
+    // Patch-matrix floats per sample: the largest layer's positions × d_a.
+    const shapes = this.direction.training.emitter;
+    const perSample = Math.max(1, ...this.direction.layers.map((l) => {
+      const positions = shapes.shapeOf(l.preactivation).slice(l.kind === 'conv' ? 2 : 1, l.kind === 'conv' ? undefined : -1);
+      return positions.reduce<number>((n, d) => n * (typeof d === 'number' ? d : 1), 1) * l.factors.a * l.groups;
+    }));
+    const step = Math.max(1, Math.floor(KroneckerEngine.initSliceFloats / perSample));
+    for (let from = 0; from < size; from += step) {
+      const to = Math.min(size, from + step);
+      const feeds: Feeds = {};
+      for (const [name, t] of Object.entries(data)) {
+        const per = t.dims.slice(1).reduce((a, b) => a * b, 1);
+        feeds[name] = this.backend.tensor(t.type as 'float32', (t.data as Float32Array).subarray(from * per, to * per), [to - from, ...t.dims.slice(1)]);
+      }
+      yield { feeds, weight: to - from };
+    }
+  }
+
+  private async initialiseDenseHa(batches: Iterable<{ feeds: Feeds; weight: number }>): Promise<void> {
     const factors = buildFactorEmaGraph(this.model, this.spec, this.direction.layers, { gradientFactors: false });
     const session = await this.backend.createSession(encodeModel(factors.toModel()), { name: 'K-BFGS warm start' });
     try {
@@ -77,12 +108,12 @@ export class KroneckerEngine extends PreconditionedEngine {
         const { G, da } = layerDims(l);
         this.state.set(kname.A(l.name), zeros(this.backend, [G, da, da]));
       }
-      let k = 0;
-      for (const data of batchFeeds) {
-        // The running mean: β = k/(k+1) at the k-th batch.
-        const out = await session.run(this.feeds(session, data, { beta: k / (k + 1), oneMinusBeta: 1 / (k + 1) }));
+      let total = 0;
+      for (const { feeds, weight } of batches) {
+        // The weighted running mean: β = total/(total + weight).
+        total += weight;
+        const out = await session.run(this.feeds(session, feeds, { beta: (total - weight) / total, oneMinusBeta: weight / total }));
         for (const l of this.direction.layers) this.state.set(kname.A(l.name), out[kname.newA(l.name)]);
-        k++;
       }
     } finally {
       await session.release();

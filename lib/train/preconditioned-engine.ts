@@ -52,6 +52,9 @@ export abstract class PreconditionedEngine {
 
   get initialized(): boolean { return this.initialised; }
 
+  /** The optimizer state kept between steps (momenta, factors, inverses, pairs), by graph name. */
+  get optimizerState(): ReadonlyMap<string, Tensor> { return this.state; }
+
   /** The training graph of the step: data inputs, target and output, for the batch feeds. */
   get training() { return this.stepGraph.training; }
 

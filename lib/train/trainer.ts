@@ -59,6 +59,7 @@ export interface FitResult { steps: number; epochs: number; skippedSteps: number
 interface Engine {
   params: Map<string, Tensor>;
   buffers: Map<string, Tensor>;
+  readonly optimizerState: ReadonlyMap<string, Tensor>;
   readonly training: Pick<TrainingGraph, 'dataInputs' | 'target' | 'output'>;
   step(data: Record<string, Tensor>, t: number, curvatureData?: Record<string, Tensor>): Promise<EngineStep>;
   release(): Promise<void>;
@@ -95,6 +96,13 @@ export class Trainer {
   /** Steps taken so far. */
   get step(): number { return this.t; }
   get skippedSteps(): number { return this.skipped; }
+
+  /** Bytes of the optimizer state the engine holds now (compare optimizerStateReport). */
+  get optimizerStateBytes(): number {
+    let bytes = 0;
+    for (const t of this.engine.optimizerState.values()) bytes += t.dims.reduce((a, b) => a * b, 1) * (t.type === 'float64' ? 8 : 4);
+    return bytes;
+  }
   get parameterNames(): string[] { return [...this.engine.params.keys()]; }
   private get params(): Map<string, Tensor> { return this.engine.params; }
   private get buffers(): Map<string, Tensor> { return this.engine.buffers; }

@@ -122,6 +122,21 @@ describe('kfqn CLI', function () {
       expect(s.untied).to.deep.equal([]);
     });
 
+    it('--json reports each optimizer\'s state bytes per layer and in total, next to the parameter bytes (gemm_relu_ce)', async () => {
+      const r = await runCli(['inspect', gemm.model, '--json']);
+      expectOk(r);
+      type State = { state_bytes: number; layers: { layer: string; parameter_bytes: number; state_bytes: number; parts: Record<string, number> }[] };
+      const s = JSON.parse(r.stdout) as { parameter_bytes: number; optimizer_state: Record<string, State> };
+      expect(s.parameter_bytes).to.equal(4 * (6 * 10 + 10 + 10 * 4 + 4));
+      expect(Object.keys(s.optimizer_state)).to.include.members(['sgd', 'adam', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l', 'kfqn-l --a-side lbfgs']);
+      // Layer 1: d_a = 7, d_g = 10. K-BFGS: momentum, A, H_a, H_g, s̄ and ȳ; KF-QN the same without A.
+      const [l1] = s.optimizer_state.kbfgs.layers;
+      expect(l1.parameter_bytes).to.equal(4 * 70);
+      expect(l1.parts).to.deep.equal({ momentum: 4 * 70, A: 4 * 49, Ha: 4 * 49, Hg: 4 * 100, sbar_ybar: 4 * 20 });
+      expect(s.optimizer_state.kfqn.layers[0].state_bytes).to.equal(4 * (70 + 49 + 100 + 20));
+      for (const [name, st] of Object.entries(s.optimizer_state)) expect(st.state_bytes, name).to.equal(st.layers.reduce((n, l) => n + l.state_bytes, 0));
+    });
+
     it('reports the untied Identity alias of aliased_bias (text and --json)', async () => {
       const model = join(root, 'aliased_bias', 'model.onnx');
       const r = await runCli(['inspect', model]);

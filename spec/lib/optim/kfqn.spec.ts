@@ -6,6 +6,7 @@ import { expect } from 'chai';
 import type { Batch } from '../../../lib/data/index.js';
 import { kfqn, kfqnL, type KfqnOptions } from '../../../lib/optim/index.js';
 import { createBackend } from '../../../lib/runtime/index.js';
+import { KroneckerEngine } from '../../../lib/train/kronecker-engine.js';
 import { Trainer } from '../../../lib/train/trainer.js';
 import { KbfgsReference, type KbfgsReferenceOptions } from '../../helpers/kbfgs-reference.js';
 import { cloneRefMlp, makeRefMlp, type RefMlp } from '../../helpers/mlp-reference.js';
@@ -57,6 +58,31 @@ for (const layers of ['gemm', 'conv1x1'] as const) {
     }
   });
 }
+
+describe('KF-QN\'s H_a⁰ from a batch built in slices', () => {
+  it('equals the one built from the whole batch (slices of 5, 5 and 2 samples, weighted by size)', async () => {
+    const net = tinyNet();
+    const run = async () => {
+      const trainer = await Trainer.create(await createBackend('cpu'), toOnnx(net, 'conv1x1'), { ...loss, target: 'input', optimizer: kfqn() });
+      try {
+        for (let step = 1; step <= 2; step++) await trainer.trainStep(batch(step));
+        return [...(await trainer.parameters()).values()].flatMap((t) => Array.from(t.data as Float32Array));
+      } finally {
+        await trainer.dispose();
+      }
+    };
+    const whole = await run();
+    const saved = KroneckerEngine.initSliceFloats;
+    // The widest layer has d_a = 7 over one position: 35 floats per slice is 5 samples.
+    KroneckerEngine.initSliceFloats = 35;
+    try {
+      const sliced = await run();
+      for (let i = 0; i < whole.length; i++) expect(sliced[i]).to.be.closeTo(whole[i], 1e-5 * (1 + Math.abs(whole[i])));
+    } finally {
+      KroneckerEngine.initSliceFloats = saved;
+    }
+  });
+});
 
 describe('KF-QN with the |T|-aware conv damping', () => {
   it('on 1×1 convolutions over one position (|T| = 1) equals plain damping; on Gemm layers it does not apply', async () => {
