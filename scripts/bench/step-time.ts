@@ -1,12 +1,12 @@
 // Seconds per training step against the floor of one forward+backward pass of the same graph.
-// Usage: npx tsx scripts/bench/step-time.ts [--model models/mnist-autoencoder.onnx|models/resnet-small.onnx] [--ep cpu|wasm|webgpu] [--batch 1000|128] [--steps 20] [--optimizer sgd|adam|rmsprop|kfac|shampoo|kbfgs|kbfgs-l]
+// Usage: npx tsx scripts/bench/step-time.ts [--model models/mnist-autoencoder.onnx|models/resnet-small.onnx] [--ep cpu|wasm|webgpu] [--batch 1000|128] [--steps 20] [--optimizer sgd|adam|rmsprop|kfac|shampoo|kbfgs|kbfgs-l|kfqn|kfqn-l|kfqn-l-lbfgs]
 // Prints one JSON object.
 import { parseArgs } from 'node:util';
 import { buildTrainingGraph, encodeModel } from '../../graph-tools/index.js';
 import { loadBundledMnist } from '../../lib/data/node.js';
 import { batches } from '../../lib/data/index.js';
 import { readModelFile } from '../../lib/io/files.js';
-import { adam, kbfgs, kbfgsL, kfac, rmsprop, sgd, shampoo } from '../../lib/optim/index.js';
+import { adam, kbfgs, kbfgsL, kfac, kfqn, kfqnL, rmsprop, sgd, shampoo } from '../../lib/optim/index.js';
 import { createBackend, type ExecutionProvider, type Tensor } from '../../lib/runtime/index.js';
 import { Trainer } from '../../lib/train/trainer.js';
 import { machine, median, timeRuns } from './common.js';
@@ -47,6 +47,7 @@ const optimizers = {
   rmsprop: () => rmsprop({ lr: 1e-3 }),
   kbfgs: () => kbfgs({ lr: 0.3, damping: 0.3, warmStart: false }), 'kbfgs-l': () => kbfgsL({ lr: 0.3, damping: 0.3, warmStart: false }),
   kfac: () => kfac({ warmStart: false }), shampoo: () => shampoo({ warmStart: false }),
+  kfqn: () => kfqn({ lr: 0.3, damping: 0.3 }), 'kfqn-l': () => kfqnL({ lr: 0.3, damping: 0.3 }), 'kfqn-l-lbfgs': () => kfqnL({ lr: 0.3, damping: 0.3, aSide: 'lbfgs' }),
 };
 // KFAC and Shampoo refresh their preconditioners every `interval` steps: time whole intervals
 // (the first interval of KFAC inverts every step, so it is skipped as warm-up).
@@ -62,7 +63,7 @@ await trainer.dispose();
 
 const params = [...tg.initialParameters.values()].reduce((n, v) => n + v.data.length, 0);
 console.log(JSON.stringify({
-  bench: 'step-time', model: values.model, ep, batch: batchSize, optimizer: optimizer.name, parameters: params, averaged_over_steps: interval,
+  bench: 'step-time', model: values.model, ep, batch: batchSize, optimizer: values.optimizer, parameters: params, averaged_over_steps: interval,
   floor_s: median(floor), step_s: median(step), ratio: median(step) / median(floor),
   floor_samples: floor.length, machine: machine(),
 }));

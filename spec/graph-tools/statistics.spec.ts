@@ -1,7 +1,7 @@
 // In-graph Kronecker statistics against plain-TypeScript references built from the layer's
 // captured activations (Gemm, MatMul) or an explicit im2col of its input (Conv).
 import { expect } from 'chai';
-import { buildTrainingGraph, encodeModel, type onnx, type TensorData } from '../../graph-tools/index.js';
+import { buildTrainingGraph, encodeModel, type Layer, type onnx, type TensorData } from '../../graph-tools/index.js';
 import { createBackend } from '../../lib/runtime/index.js';
 import type { Backend, Tensor } from '../../lib/runtime/backend.js';
 import { A, ModelBuilder, Rng } from '../helpers/models.js';
@@ -79,6 +79,61 @@ async function run(backend: Backend, model: onnx.ModelProto, inputs: Record<stri
   return { tg, layer, names, v: Array.from(v), get };
 }
 
+/** Per group, the rows ã (with the trailing 1 of a bias): the captured activation (linear) or an explicit im2col (conv). */
+function referenceRows(c: Case, b: ModelBuilder, layer: Layer, activation: number[]): { rows: number[][][]; positions: number } {
+  let rows: number[][][];
+  let positions = 1;
+  if (c.conv) {
+    const x = b.data.x;
+    const r = im2col(x.data as Float32Array, x.dims, c.conv);
+    rows = r.rows; positions = r.positions;
+  } else {
+    const d = layer.inFeatures;
+    rows = [Array.from({ length: activation.length / d }, (_, r) => activation.slice(r * d, r * d + d))];
+    positions = activation.length / d / N;
+  }
+  if (layer.bias) rows = rows.map((g) => g.map((r) => [...r, 1]));
+  return { rows, positions };
+}
+
+describe('graph-tools/statistics: the Hessian action of a v computed in the graph from ā (KF-QN\'s s_a)', () => {
+  let backend: Backend;
+  before(async () => { backend = await createBackend('cpu'); });
+
+  // v = ā ⊙ (1, 2, 3, ...) per group: depends on ā, so the action must wait for it.
+  cases.forEach((c, i) => it(c.name, async () => {
+    const b = new ModelBuilder(50 + i);
+    const model = b.model(c.build(b));
+    const tg = buildTrainingGraph(model, {
+      kind: 'mse', reduction: 'per-sample-sum', parameterGradients: false,
+      capture: { activations: true, gradients: false, statistics: { hessianAction: true, actionVector: (e, l, abar) => e.op('Mul', [abar, e.constant(Array.from({ length: l.factors.a }, (_, k) => k + 1), 'float32')]) } },
+    });
+    expect(tg.graph.inputs.some((x) => x.name.startsWith('kfqn:v:')), 'no v input').to.equal(false);
+    const session = await backend.createSession(encodeModel(tg.toModel()), { name: 'in-graph action' });
+    const feeds: Record<string, Tensor> = {};
+    for (const [k, v] of Object.entries(b.data)) feeds[k] = backend.tensor('float32', v.data as Float32Array, v.dims);
+    const outShape = tg.target.type.shape!.map((d) => (typeof d === 'number' ? d : N));
+    feeds[tg.target.name] = backend.tensor('float32', new Float32Array(outShape.reduce((a, b2) => a * b2, 1)), outShape);
+    for (const [p, v] of tg.initialParameters) feeds[p] = backend.tensor('float32', v.data as Float32Array, v.dims);
+    const out = await session.run(feeds);
+    await session.release();
+    const layer = tg.report.layers[0];
+    const names = tg.outputs.statistics.get(layer.name)!;
+    const { rows } = referenceRows(c, b, layer, Array.from(out[tg.outputs.activations.get(layer.input)!].data as Float32Array));
+    const da = layer.factors.a;
+    const refAbar: number[] = []; const refAv: number[] = [];
+    rows.forEach((gr) => {
+      const abar = Array.from({ length: da }, (_, p) => gr.reduce((s2, r) => s2 + r[p], 0) / gr.length);
+      const v = abar.map((x, k) => x * (k + 1));
+      const rv = gr.map((r) => r.reduce((s2, x, q) => s2 + x * v[q], 0));
+      refAbar.push(...abar);
+      for (let p = 0; p < da; p++) refAv.push(gr.reduce((s2, r, k) => s2 + r[p] * rv[k], 0) / N);
+    });
+    expect(relError(Array.from(out[names.abar!].data as Float32Array), refAbar), 'ā').to.be.below(1e-5);
+    expect(relError(Array.from(out[names.av!].data as Float32Array), refAv), 'A_B·v').to.be.below(1e-5);
+  }));
+});
+
 describe('graph-tools/statistics: per-layer Kronecker statistics in the graph', () => {
   let backend: Backend;
   before(async () => { backend = await createBackend('cpu'); });
@@ -89,20 +144,7 @@ describe('graph-tools/statistics: per-layer Kronecker statistics in the graph', 
     const rng = new Rng(7 + i);
     const { tg, layer, names, v, get } = await run(backend, model, b.data, rng);
     const stats = tg.outputs;
-    // Reference rows ã from the captured activation (linear) or an explicit im2col (conv).
-    let rows: number[][][];
-    let positions = 1;
-    if (c.conv) {
-      const x = b.data.x;
-      const r = im2col(x.data as Float32Array, x.dims, c.conv);
-      rows = r.rows; positions = r.positions;
-    } else {
-      const act = get(stats.activations.get(layer.input)!);
-      const d = layer.inFeatures;
-      rows = [Array.from({ length: act.length / d }, (_, r) => act.slice(r * d, r * d + d))];
-      positions = act.length / d / N;
-    }
-    if (layer.bias) rows = rows.map((g) => g.map((r) => [...r, 1]));
+    const { rows, positions } = referenceRows(c, b, layer, get(stats.activations.get(layer.input)!));
     const da = layer.factors.a;
     expect(rows[0][0]).to.have.length(da);
     const refA: number[] = []; const refAbar: number[] = []; const refAv: number[] = [];
