@@ -4,7 +4,7 @@
 // straight from ALGORITHMS.md §1–§4 as a test oracle.
 // Conventions (§1.1–§1.2): W̃ = [W | b] is d_g×d_a with the bias as the last column, ã = [a; 1],
 // g_i = M·∂L/∂h_i (mean-type reductions), A = (1/M) ÃᵀÃ, direction D = H_g · X · H_a.
-import { forwardBackward, type RefMlp, type RefTarget } from './mlp-reference.js';
+import { forwardBackward, type ForwardBackward, type RefMlp, type RefTarget } from './mlp-reference.js';
 
 export type DampingMode = 'neurips' | 'lm';
 
@@ -27,11 +27,13 @@ export interface KbfgsReferenceOptions {
   aSource?: 'ema' | 'minibatch';
   /** undefined: dense H_a; a number p_a: an L-BFGS H_a (γ = sᵀy/yᵀy of the newest pair), seeded with the first batch's pair (ā, A_λ·ā). */
   aMemory?: number;
-  /** λ_A and μ2 when not √λ (KF-QN's |T|-aware split). */
-  lambdaA?: number;
-  mu2?: number;
+  /** λ_A and μ2 when not √λ (KF-QN's |T|-aware split), for every layer or per layer. */
+  lambdaA?: number | number[];
+  mu2?: number | number[];
   /** α_k at update k (1-based), when not constant (the convergent variant's lr·k^(−β)). */
   lrAt?: (k: number) => number;
+  /** The network's forward/backward (default the MLP's; spec/helpers/tiny-cnn.ts for a CNN). */
+  pass?: (net: RefMlp, X: ArrayLike<number>, target: RefTarget) => ForwardBackward;
   /** Per-layer warm-start A (d_a×d_a row-major); absent: A from the first minibatch. */
   warmStartA?: Float64Array[];
   /**
@@ -278,8 +280,8 @@ export class KbfgsReference {
   }
 
   private init(net: RefMlp): void {
-    this.layers = net.layers.map((_, l) => {
-      const dg = net.sizes[l + 1], da = net.sizes[l] + 1;
+    this.layers = net.layers.map(({ W, b }) => {
+      const dg = b.length, da = W.length / dg + 1;
       return {
         dg, da,
         A: new Float64Array(da * da), Ha: eye(da), pairsA: [],
@@ -315,15 +317,17 @@ export class KbfgsReference {
     if (!this.layers) this.init(net);
     const layers = this.layers!;
     const L = net.layers.length;
-    const M = X.length / net.sizes[0];
-    const lambdaA = this.opts.lambdaA ?? Math.sqrt(this.damping), mu2 = this.opts.mu2 ?? Math.sqrt(this.damping);
+    const pass = this.opts.pass ?? forwardBackward;
+    const perLayer = (x: number | number[] | undefined, l: number) => (Array.isArray(x) ? x[l] : x ?? Math.sqrt(this.damping));
     const minibatchA = this.opts.aSource === 'minibatch';
     const lr = this.opts.lrAt ? this.opts.lrAt(this.k + 1) : this.lr;
 
     // 1. forward/backward at θ (and at θ on the curvature batch).
-    const fb = forwardBackward(net, X, target);
-    const pairPass = curvature ? forwardBackward(net, curvature.X, curvature.target) : fb;
-    const pairM = curvature ? curvature.X.length / net.sizes[0] : M;
+    const fb = pass(net, X, target);
+    const samples = (x: ArrayLike<number>, f: ForwardBackward) => f.samples ?? x.length / net.sizes[0];
+    const M = samples(X, fb);
+    const pairPass = curvature ? pass(net, curvature.X, curvature.target) : fb;
+    const pairM = curvature ? samples(curvature.X, pairPass) : M;
     const gs = this.gScale(net.loss.reduction, pairM);
     const directions: Float64Array[] = [];
     const pairFactors: { AB: Float64Array; aBar: Float64Array }[] = [];
@@ -347,11 +351,11 @@ export class KbfgsReference {
         st.A = warm ? Float64Array.from(warm) : own.AB;
         if (this.opts.aMemory === undefined) {
           const Al = Float64Array.from(st.A);
-          for (let p = 0; p < da; p++) Al[p * da + p] += lambdaA;
+          for (let p = 0; p < da; p++) Al[p * da + p] += perLayer(this.opts.lambdaA, l);
           st.Ha = choleskyInverse(Al, da);
         } else {
           const sA = this.abarReference(own.aBar);
-          const yA = matVec(own.AB, sA, da).map((v, p) => v + lambdaA * sA[p]);
+          const yA = matVec(own.AB, sA, da).map((v, p) => v + perLayer(this.opts.lambdaA, l) * sA[p]);
           if (dot(sA, yA) > 0) st.pairsA.push({ s: sA, y: yA, rho: 1 / dot(sA, yA) });
         }
       } else if (!minibatchA) {
@@ -379,7 +383,7 @@ export class KbfgsReference {
         b[r] -= lr * D[r * da + nin];
       }
     }
-    const fb2 = curvature ? forwardBackward(net, curvature.X, curvature.target) : forwardBackward(net, X, target);
+    const fb2 = curvature ? pass(net, curvature.X, curvature.target) : pass(net, X, target);
 
     // 3. curvature updates.
     let powellDamped = 0, skipped = 0, skippedA = 0;
@@ -388,11 +392,13 @@ export class KbfgsReference {
       const st = layers[l], { dg, da } = st;
       const hBar = new Float64Array(dg), hBar2 = new Float64Array(dg);
       const gBar = new Float64Array(dg), gBar2 = new Float64Array(dg);
-      for (let i = 0; i < pairM; i++) for (let r = 0; r < dg; r++) {
-        hBar[r] += pairPass.h[l][i * dg + r] / pairM;
-        hBar2[r] += fb2.h[l][i * dg + r] / pairM;
-        gBar[r] += (gs * pairPass.dh[l][i * dg + r]) / pairM;
-        gBar2[r] += (gs * fb2.dh[l][i * dg + r]) / pairM;
+      // Means over the rows: samples, and positions for a convolution (§5).
+      const rows = pairPass.h[l].length / dg;
+      for (let i = 0; i < rows; i++) for (let r = 0; r < dg; r++) {
+        hBar[r] += pairPass.h[l][i * dg + r] / rows;
+        hBar2[r] += fb2.h[l][i * dg + r] / rows;
+        gBar[r] += (gs * pairPass.dh[l][i * dg + r]) / rows;
+        gBar2[r] += (gs * fb2.dh[l][i * dg + r]) / rows;
       }
       const s = hBar2.map((v, r) => v - hBar[r]);
       const y = gBar2.map((v, r) => v - gBar[r]);
@@ -400,7 +406,7 @@ export class KbfgsReference {
         st.sBar[r] = this.betaSY * st.sBar[r] + (1 - this.betaSY) * s[r];
         st.yBar[r] = this.betaSY * st.yBar[r] + (1 - this.betaSY) * y[r];
       }
-      const dd = doubleDamping(st.sBar, st.yBar, (v) => this.applyHg(st, v), this.mu1, mu2, this.dampingMode);
+      const dd = doubleDamping(st.sBar, st.yBar, (v) => this.applyHg(st, v), this.mu1, perLayer(this.opts.mu2, l), this.dampingMode);
       if (dd.powell) powellDamped++;
       const gNorm = Math.sqrt(dot(gBar, gBar));
       const gUpdated = st.Hg ? this.bfgs(st, 'Hg', dd.s, dd.y, gNorm) : pushPair(st.pairs, dd.s, dd.y, gNorm, this.memory!);
@@ -409,7 +415,7 @@ export class KbfgsReference {
       const aBar = this.abarReference(pairFactors[l].aBar);
       const sA = this.applyHa(st, aBar);
       const yA = matVec(minibatchA ? pairFactors[l].AB : st.A, sA, da);
-      for (let p = 0; p < da; p++) yA[p] += lambdaA * sA[p];
+      for (let p = 0; p < da; p++) yA[p] += perLayer(this.opts.lambdaA, l) * sA[p];
       const aNorm = Math.sqrt(dot(aBar, aBar));
       const aUpdated = this.opts.aMemory === undefined ? this.bfgs(st, 'Ha', sA, yA, aNorm) : pushPair(st.pairsA, sA, yA, aNorm, this.opts.aMemory);
       if (!aUpdated) skippedA++;
@@ -430,16 +436,20 @@ export class KbfgsReference {
   }
 }
 
-/** A_B = (1/M) ÃᵀÃ and ā of a layer's input rows a (M × (d_a − 1)), ã = [a; 1]. */
+/**
+ * A_B = (1/M) ÃᵀÃ (summed over a convolution's positions, averaged over the M samples) and ā (the
+ * mean of the rows) of a layer's input rows a (rows × (d_a − 1)), ã = [a; 1].
+ */
 function batchFactor(a: ArrayLike<number>, M: number, da: number): { AB: Float64Array; aBar: Float64Array } {
   const nin = da - 1;
+  const rows = a.length / nin;
   const AB = new Float64Array(da * da), aBar = new Float64Array(da);
   const at = new Float64Array(da);
-  for (let i = 0; i < M; i++) {
+  for (let i = 0; i < rows; i++) {
     for (let c = 0; c < nin; c++) at[c] = a[i * nin + c];
     at[nin] = 1;
     for (let p = 0; p < da; p++) {
-      aBar[p] += at[p] / M;
+      aBar[p] += at[p] / rows;
       const ap = at[p];
       if (ap === 0) continue;
       for (let q = 0; q < da; q++) AB[p * da + q] += (ap * at[q]) / M;

@@ -27,10 +27,15 @@ export interface ForwardBackward {
   output: Float64Array;
   /** ∂L/∂W (out×in) and ∂L/∂b per layer. */
   grads: RefLayer[];
-  /** Per layer: input activations a (M×in), pre-activations h (M×out), ∂L/∂h (M×out). */
+  /**
+   * Per layer: input activations a (rows×in), pre-activations h (rows×out), ∂L/∂h (rows×out); rows
+   * = M for a dense layer, M·positions for a convolution's patches (spec/helpers/tiny-cnn.ts).
+   */
   a: Float64Array[];
   h: Float64Array[];
   dh: Float64Array[];
+  /** M, the batch's samples, when not X.length / sizes[0]. */
+  samples?: number;
 }
 
 /** Deterministic PRNG (mulberry32), so the helpers depend on nothing else in the repository. */

@@ -1,0 +1,45 @@
+// The quasi-Newton optimizers on a CNN with a real 3×3 convolution (16 positions per sample, padding)
+// against the float64 reference stepping the conv as a linear layer on its im2col patch rows: the
+// conv paths of A (summed over positions), ā and the means (over samples and positions), the
+// Hessian action A_B·s_a by convolutions, and the |T|-aware damping split all have to agree.
+import { expect } from 'chai';
+import { kbfgs, kbfgsL, kfqn, kfqnL } from '../../../lib/optim/index.js';
+import { createBackend } from '../../../lib/runtime/index.js';
+import { Trainer, type TrainerOptions } from '../../../lib/train/trainer.js';
+import { KbfgsReference, type KbfgsReferenceOptions } from '../../helpers/kbfgs-reference.js';
+import { cloneRefMlp } from '../../helpers/mlp-reference.js';
+import { expectParametersMatch } from '../../helpers/tiny-autoencoder.js';
+import { makeTinyCnn, tinyCnnBatch, tinyCnnForwardBackward, tinyCnnOnnx } from '../../helpers/tiny-cnn.js';
+
+const lr = 0.2; const damping = 0.3;
+const kfqnReference = { aSource: 'minibatch', abarBias: 'one', dampingMode: 'lm' } as const;
+const cases: { name: string; optimizer: () => TrainerOptions['optimizer']; reference: Partial<KbfgsReferenceOptions> }[] = [
+  { name: 'kbfgs', optimizer: () => kbfgs({ lr, damping, warmStart: false }), reference: {} },
+  { name: 'kbfgs-l (p = 3)', optimizer: () => kbfgsL({ lr, damping, history: 3, warmStart: false }), reference: { memory: 3 } },
+  { name: 'kfqn', optimizer: () => kfqn({ lr, damping }), reference: kfqnReference },
+  { name: 'kfqn-l --a-side lbfgs (p = 3, p_a = 2)', optimizer: () => kfqnL({ lr, damping, history: 3, aSide: 'lbfgs', aHistory: 2 }), reference: { ...kfqnReference, memory: 3, aMemory: 2 } },
+  // The conv layer has |T| = 16 positions: λ_A = √(16λ), μ2 = √(λ/16); the Gemm keeps √λ.
+  { name: 'kfqn --conv-damping sqrt-t', optimizer: () => kfqn({ lr, damping, convDamping: 'sqrt-t' }), reference: { ...kfqnReference, lambdaA: [Math.sqrt(16 * damping), Math.sqrt(damping)], mu2: [Math.sqrt(damping / 16), Math.sqrt(damping)] } },
+];
+
+describe('quasi-Newton optimizers on a CNN with a 3×3 convolution against the float64 im2col reference', () => {
+  for (const c of cases) {
+    it(`${c.name}: 5 steps on 5 minibatches track the reference's loss and weights`, async () => {
+      const net = makeTinyCnn();
+      const trainer = await Trainer.create(await createBackend('cpu'), tinyCnnOnnx(net), { kind: 'cross-entropy', reduction: 'mean', target: 'label', optimizer: c.optimizer() });
+      const refNet = cloneRefMlp(net);
+      const ref = new KbfgsReference({ lr, damping, pass: tinyCnnForwardBackward, ...c.reference });
+      try {
+        for (let step = 1; step <= 5; step++) {
+          const batch = tinyCnnBatch(step);
+          const expected = ref.step(refNet, Float64Array.from(batch.inputs), Array.from(batch.labels!, Number));
+          const { loss } = await trainer.trainStep(batch);
+          expect(Math.abs(loss - expected.loss) / expected.loss, `loss at step ${step}`).to.be.below(1e-5);
+          expectParametersMatch(await trainer.parameters(), refNet, step);
+        }
+      } finally {
+        await trainer.dispose();
+      }
+    });
+  }
+});
