@@ -28,8 +28,6 @@ const data = loadBundledMnist();
 const batch = batches(data, { batchSize, shuffle: false, seed: 0, epoch: 0 }).next().value!;
 const spec = autoencoder ? { kind: 'bce-with-logits' as const, reduction: 'per-sample-sum' as const } : { kind: 'cross-entropy' as const, reduction: 'mean' as const };
 
-const time = (fn: () => Promise<unknown>) => timeRuns(fn, steps, warmup);
-
 // Floor: the training graph (loss + every parameter gradient), one session.run.
 const tg = buildTrainingGraph(model, { ...spec });
 const floorSession = await backend.createSession(encodeModel(tg.toModel()), { name: 'forward+backward' });
@@ -39,8 +37,7 @@ const feeds: Record<string, Tensor> = {
   [tg.target.name]: autoencoder ? backend.tensor('float32', batch.inputs, inputDims) : backend.tensor('int64', batch.labels!, [batch.size]),
 };
 for (const [p, v] of tg.initialParameters) feeds[p] = backend.tensor('float32', v.data as Float32Array, v.dims);
-const floor = await time(() => floorSession.run(feeds));
-await floorSession.release();
+const floorRun = () => floorSession.run(feeds);
 
 const optimizers = {
   sgd: () => sgd({ lr: 0.01, momentum: 0.9 }), adam: () => adam({ lr: 1e-3 }),
@@ -57,13 +54,22 @@ const optimizer = (optimizers[values.optimizer as keyof typeof optimizers] ?? ((
 const trainer = await Trainer.create(backend, model, { ...spec, optimizer, target: autoencoder ? 'input' : 'label' });
 const interval = intervalOf(optimizer);
 if (optimizer.kind === 'factored') for (let i = 0; i < interval; i++) await trainer.trainStep(batch);
-const step = interval === 1 ? await time(() => trainer.trainStep(batch))
-  : (await timeRuns(async () => { for (let i = 0; i < interval; i++) await trainer.trainStep(batch); }, Math.max(1, Math.ceil(steps / interval)), 0)).map((s) => s / interval);
+// One sample = a floor run and a step (a whole refresh interval for KFAC and Shampoo, per step),
+// back to back: this machine's speed drifts by up to 2× over minutes, so the ratio is taken per
+// pair, both timed in the same conditions, and its median reported.
+const stepOnce = async () => { for (let i = 0; i < interval; i++) await trainer.trainStep(batch); };
+for (let i = 0; i < warmup; i++) { await floorRun(); await stepOnce(); }
+const floor: number[] = []; const step: number[] = [];
+for (let i = 0; i < Math.max(1, Math.ceil(steps / interval)); i++) {
+  floor.push((await timeRuns(floorRun, 1, 0))[0]);
+  step.push((await timeRuns(stepOnce, 1, 0))[0] / interval);
+}
+await floorSession.release();
 await trainer.dispose();
 
 const params = [...tg.initialParameters.values()].reduce((n, v) => n + v.data.length, 0);
 console.log(JSON.stringify({
   bench: 'step-time', model: values.model, ep, batch: batchSize, optimizer: values.optimizer, parameters: params, averaged_over_steps: interval,
-  floor_s: median(floor), step_s: median(step), ratio: median(step) / median(floor),
+  floor_s: median(floor), step_s: median(step), ratio: median(step.map((t, i) => t / floor[i])),
   floor_samples: floor.length, machine: machine(),
 }));
