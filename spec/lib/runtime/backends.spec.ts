@@ -12,14 +12,15 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeModel, tensorFromProto, type LossKind, type Reduction, type TensorData } from '../../../graph-tools/index.js';
 import { readModelFile, readTensorFile } from '../../../lib/io/files.js';
-import { adam } from '../../../lib/optim/index.js';
+import { adam, kfqn, kfqnL } from '../../../lib/optim/index.js';
 import { RuntimeError, type Backend, type ExecutionProvider } from '../../../lib/runtime/backend.js';
 import { createBackend } from '../../../lib/runtime/index.js';
 import { computeGradients, type GradientResult } from '../../../lib/train/gradients.js';
-import { Trainer } from '../../../lib/train/trainer.js';
+import { Trainer, type TrainerOptions } from '../../../lib/train/trainer.js';
 import { tinyModel } from '../../helpers/cli.js';
 import { relError } from '../../helpers/train.js';
 import { A, ModelBuilder } from '../../helpers/models.js';
+import { makeTinyCnn, tinyCnnBatch, tinyCnnOnnx } from '../../helpers/tiny-cnn.js';
 
 // MLPs, and small CNNs (conv, pooling, frozen BatchNormalization, residual Add, Pad, Concat, Clip).
 const FIXTURES = ['mlp/gemm_relu_ce', 'mlp/mlp_acts_mse', 'mlp/autoencoder_small', 'cnn/conv_relu_pool_ce', 'cnn/conv_bn_unfolded', 'cnn/avgpool_variants', 'cnn/residual_block'];
@@ -223,6 +224,35 @@ describe('runtime backends: CPU, WASM and WebGPU agree in float32', function () 
 
     it('on WebGPU gives CPU\'s new parameters', async function () {
       expectSameStep(await step(needWebGpu(this)), 'webgpu');
+    });
+  });
+
+  describe('three KF-QN steps of the Trainer on a CNN with a 3×3 convolution', () => {
+    // The ops KF-QN adds to a step (the Hessian action's convolutions, the L-BFGS loops, the BFGS
+    // updates) on each provider; an L-BFGS A side needs no com.microsoft Inverse.
+    async function steps(backend: Backend, optimizer: TrainerOptions['optimizer']) {
+      const trainer = await Trainer.create(backend, tinyCnnOnnx(makeTinyCnn()), { kind: 'cross-entropy', reduction: 'mean', optimizer, target: 'label' });
+      try {
+        const losses: number[] = [];
+        for (let k = 1; k <= 3; k++) losses.push((await trainer.trainStep(tinyCnnBatch(k))).loss);
+        return { losses, params: await trainer.parameters() };
+      } finally {
+        await trainer.dispose();
+      }
+    }
+    function expectSame(actual: Awaited<ReturnType<typeof steps>>, expected: Awaited<ReturnType<typeof steps>>, what: string) {
+      actual.losses.forEach((l, k) => expect(scalarErr(l, expected.losses[k]), `${what}: loss ${k + 1}`).to.be.below(1e-4));
+      for (const [p, t] of expected.params) expect(relError(actual.params.get(p)!.data as Float32Array, t.data as Float32Array), `${what}: ${p}`).to.be.below(1e-3);
+    }
+    const lbfgsBoth = () => kfqnL({ history: 3, aSide: 'lbfgs', aHistory: 3 });
+
+    it('kfqn (dense H_a) on WASM gives CPU\'s losses and parameters', async () => {
+      expectSame(await steps(wasm, kfqn()), await steps(cpu, kfqn()), 'wasm');
+    });
+
+    it('kfqn-l --a-side lbfgs on WebGPU gives CPU\'s losses and parameters', async function () {
+      const gpu = needWebGpu(this);
+      expectSame(await steps(gpu, lbfgsBoth()), await steps(cpu, lbfgsBoth()), 'webgpu');
     });
   });
 
