@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { batches, type Dataset } from '../../lib/data/index.js';
 import { loadDataSpec } from '../../lib/data/node.js';
 import { readModelFile } from '../../lib/io/files.js';
-import { adam, kbfgs, kbfgsL, kfac, rmsprop, sgd, shampoo } from '../../lib/optim/index.js';
+import { adam, kbfgs, kbfgsL, kfac, kfqn, kfqnL, rmsprop, sgd, shampoo } from '../../lib/optim/index.js';
 import { createBackend } from '../../lib/runtime/index.js';
 import { Trainer, type TrainerOptions } from '../../lib/train/trainer.js';
 import { machine } from './common.js';
@@ -18,7 +18,7 @@ const { values } = parseArgs({ options: {
 } });
 const candidates: Record<string, () => TrainerOptions['optimizer']> = {
   sgd: () => sgd({ lr: 0.03, momentum: 0.9, dampening: 0.9, weightDecay: 1e-5 }), rmsprop: () => rmsprop(), kfac: () => kfac(), shampoo: () => shampoo(),
-  kbfgs: () => kbfgs(), 'kbfgs-l': () => kbfgsL(),
+  kbfgs: () => kbfgs(), 'kbfgs-l': () => kbfgsL(), kfqn: () => kfqn(), 'kfqn-l': () => kfqnL(),
 };
 const make = candidates[values.optimizer!];
 if (!make) throw new Error(`unknown optimizer '${values.optimizer}'; one of ${Object.keys(candidates).join(', ')}`);
