@@ -273,11 +273,11 @@ describe('kfqn CLI', function () {
   // The comparison command of issue 4, the same for every optimizer: file order, a fixed number of
   // steps, --lr and --damping (Shampoo's ε; ignored with a warning by first-order methods).
   describe('train: the papers\' comparison command for every optimizer', () => {
-    for (const name of ['sgd', 'adam', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l']) {
+    for (const name of ['sgd', 'adam', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l']) {
       it(`--optimizer ${name}: a JSONL line per step with finite losses that fall`, async () => {
         const model = writeModel(join(tmp, `ae_${name}.onnx`), tinyAutoencoderModel());
         const log = join(tmp, `ae_${name}.jsonl`);
-        const lr = { sgd: '0.003', adam: '0.01', rmsprop: '0.01', kfac: '0.3', shampoo: '0.03', kbfgs: '0.3', 'kbfgs-l': '0.3' }[name]!;
+        const lr = { sgd: '0.003', adam: '0.01', rmsprop: '0.01', kfac: '0.3', shampoo: '0.03', kbfgs: '0.3', 'kbfgs-l': '0.3', kfqn: '0.3', 'kfqn-l': '0.3' }[name]!;
         const r = await runCli(['train', model, '--data', IDX, '--limit', '16', '--no-shuffle', '--batch-size', '8', '--steps', '6', '--target', 'input',
           '--loss', 'bce-with-logits', '--reduction', 'per-sample-sum', '--optimizer', name, '--lr', lr, '--damping', '1', '--log', log, '--quiet']);
         expect(r.code, `exit code (stderr: ${r.stderr})`).to.equal(0);
@@ -285,11 +285,39 @@ describe('kfqn CLI', function () {
         const entries = readJsonLines(log);
         expect(entries.map((e) => e.step)).to.deep.equal([1, 2, 3, 4, 5, 6]);
         expect(entries.every((e) => Number.isFinite(e.loss) && e.lr === Number(lr))).to.equal(true);
-        if (name.startsWith('kbfgs')) expect(entries[0]).to.include.keys('powell_damped', 'skipped_updates');
+        if (name.startsWith('kbfgs') || name.startsWith('kfqn')) expect(entries[0]).to.include.keys('powell_damped', 'skipped_updates');
         // Steps 5 and 6 see the batches of steps 1 and 2 again (file order, 2 batches per epoch).
         expect((entries[4].loss as number) + (entries[5].loss as number)).to.be.below((entries[0].loss as number) + (entries[1].loss as number));
       });
     }
+  });
+
+  describe('train: KF-QN\'s own options', () => {
+    it('--optimizer kfqn-l --a-side lbfgs --variant convergent: α_k = lr·k^(−β) in the log, finite losses', async () => {
+      const model = writeModel(join(tmp, 'ae_kfqn_conv.onnx'), tinyAutoencoderModel());
+      const log = join(tmp, 'ae_kfqn_conv.jsonl');
+      const r = await runCli(['train', model, '--data', IDX, '--limit', '16', '--no-shuffle', '--batch-size', '8', '--steps', '4', '--target', 'input',
+        '--loss', 'bce-with-logits', '--reduction', 'per-sample-sum', '--optimizer', 'kfqn-l', '--a-side', 'lbfgs', '--a-history', '3', '--history', '5',
+        '--variant', 'convergent', '--step-power', '0.75', '--lr', '0.3', '--log', log, '--quiet']);
+      expect(r.code, `exit code (stderr: ${r.stderr})`).to.equal(0);
+      const entries = readJsonLines(log);
+      expect(entries.map((e) => e.lr as number)).to.deep.equal([1, 2, 3, 4].map((k) => 0.3 * k ** -0.75));
+      expect(entries.every((e) => Number.isFinite(e.loss))).to.equal(true);
+    });
+
+    it('rejects --a-history without --a-side lbfgs, --step-power without --variant convergent, and KF-QN flags on other optimizers', async () => {
+      const base = ['train', '--steps', '1', '--quiet'];
+      for (const [extra, error] of [
+        [['--optimizer', 'kfqn', '--a-history', '5'], /--a-history is the memory of --a-side lbfgs/],
+        [['--optimizer', 'kfqn', '--step-power', '0.7'], /--step-power sets the decay of --variant convergent/],
+        [['--optimizer', 'kbfgs', '--a-side', 'lbfgs'], /--a-side is not an option of kbfgs/],
+        [['--optimizer', 'kfqn', '--variant', 'fast'], /--variant/],
+      ] as const) {
+        const r = await runCli([...base, ...extra]);
+        expect(r.code, extra.join(' ')).to.equal(2);
+        expect(r.stderr).to.match(error);
+      }
+    });
   });
 
   describe('bad input: one line on stderr, a non-zero exit code, no output file', () => {
