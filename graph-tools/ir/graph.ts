@@ -114,6 +114,24 @@ export class Graph {
     return out;
   }
 
+  /**
+   * Appends `other`'s nodes, initializers and value types with every name renamed: a value of
+   * `bind` (other's inputs) becomes that value of this graph, any other name gets `prefix`.
+   * Returns the renaming, for other's outputs.
+   */
+  inline(other: Graph, bind: ReadonlyMap<string, string>, prefix: string): (name: string) => string {
+    const rename = (v: string) => (v === '' ? v : bind.get(v) ?? `${prefix}${v}`);
+    for (const o of other.otherOpsets) if (!this.otherOpsets.some((x) => x.domain === o.domain)) this.otherOpsets.push(o);
+    for (const [name, t] of other.initializers) if (!bind.has(name)) this.addInitializer(rename(name), t, true);
+    for (const [name, t] of other.types) if (!bind.has(name)) this.types.set(rename(name), t);
+    for (const n of other.nodes) {
+      const outputs = n.outputs.map(rename);
+      outputs.forEach((v) => this.usedNames.add(v));
+      this.nodes.push({ ...n, name: this.fresh(`${prefix}${n.name}`), inputs: n.inputs.map(rename), outputs });
+    }
+    return rename;
+  }
+
   producers(): Map<string, Node> {
     const m = new Map<string, Node>();
     for (const n of this.nodes) for (const o of n.outputs) if (o) m.set(o, n);

@@ -39,12 +39,35 @@ export function layerDamping(layers: readonly Layer[], opt: KroneckerOptimizer, 
   }));
 }
 
-/** Graph 1: loss, θ⁺, new momentum, K-BFGS's new A or KF-QN's A-side pair, and the means, in one run. */
-export function buildDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, opt: KroneckerOptimizer): StepGraph {
+/** The values of graph 1 that come from the second pass at θ⁺ when it is fused in: `prefix` + the pass's own output name. */
+export const SECOND_PASS = 'kfqn:pass2:';
+
+/**
+ * Graph 1: loss, θ⁺, new momentum, K-BFGS's new A or KF-QN's A-side pair, and the means, in one
+ * run; with the pairs from the step's own batch, graph 2 (the second pass at θ⁺) is fused in too,
+ * so that one session run and one memory arena serve both passes.
+ */
+export function buildDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, opt: KroneckerOptimizer): StepGraph & { secondPassFused: boolean } {
   // The convergent variant's means and A-side pair come from the action pass on another batch.
   const statistics: StatisticsRequest | undefined = opt.independentCurvatureBatch ? undefined
     : opt.aSource === 'ema' ? { factors: true, means: true } : { means: true, hessianAction: true, actionVector: minibatchActionVector(opt) };
-  return buildPreconditionedStepGraph(model, spec, statistics, kbfgsDirection(opt));
+  const step = buildPreconditionedStepGraph(model, spec, statistics, kbfgsDirection(opt));
+  if (opt.independentCurvatureBatch) return { ...step, secondPassFused: false };
+  const g = step.training.graph;
+  const pass = buildCurvaturePassGraph(model, spec);
+  const declared = new Set(g.inputs.map((i) => i.name));
+  const bind = new Map(pass.graph.inputs.map((i) => {
+    const isParameter = pass.initialParameters.has(i.name);
+    const next = kname.newParam(i.name);
+    return [i.name, isParameter && g.outputs.some((o) => o.name === next) ? next : i.name] as const;
+  }));
+  for (const [input] of bind) if (!bind.get(input)!.startsWith('kfqn:new:') && !declared.has(input)) {
+    throw new GraphError(`internal: the second pass's input '${input}' is not an input of the direction graph`);
+  }
+  const rename = g.inline(pass.graph, bind, SECOND_PASS);
+  const wanted = new Set([pass.outputs.loss, ...[...pass.outputs.statistics.values()].flatMap((st) => [st.hbar!, st.gbar!])]);
+  for (const o of pass.graph.outputs) if (wanted.has(o.name)) g.outputs.push({ name: rename(o.name), type: o.type });
+  return { ...step, model: g.toModel(), secondPassFused: true };
 }
 
 /**

@@ -7,8 +7,8 @@
 import { encodeModel, statName, type Layer, type onnx, type TrainingGraph, type TrainingGraphOptions } from '../../graph-tools/index.js';
 import type { KroneckerOptimizer } from '../optim/kbfgs.js';
 import {
-  buildActionPassGraph, buildCurvaturePassGraph, buildDirectionGraph, buildInitGraph, buildUpdateGraph, kname, layerDamping, layerDims, updatedState,
-  type LayerDamping,
+  buildActionPassGraph, buildCurvaturePassGraph, buildDirectionGraph, buildInitGraph, buildUpdateGraph, kname, layerDamping, layerDims, SECOND_PASS,
+  updatedState, type LayerDamping,
 } from '../optim/kbfgs-graphs.js';
 import { buildFactorEmaGraph, type StepGraph } from '../optim/preconditioned-step.js';
 import type { Backend, Session, Tensor } from '../runtime/backend.js';
@@ -26,8 +26,8 @@ export class KroneckerEngine extends PreconditionedEngine {
   private constructor(
     backend: Backend,
     private readonly opt: KroneckerOptimizer,
-    readonly direction: StepGraph,
-    private readonly sessions: { direction: Session; curvature: Session; update: Session; action?: Session },
+    readonly direction: StepGraph & { secondPassFused: boolean },
+    private readonly sessions: { direction: Session; curvature?: Session; update: Session; action?: Session },
     private readonly curvature: TrainingGraph,
     private readonly model: onnx.ModelProto,
     private readonly spec: Spec,
@@ -46,7 +46,7 @@ export class KroneckerEngine extends PreconditionedEngine {
     const session = (m: onnx.ModelProto, name: string) => backend.createSession(encodeModel(m), { name: `${what} ${name} of ${source}` });
     const sessions = {
       direction: await session(direction.model, 'direction graph'),
-      curvature: await session(curvature.toModel(), 'curvature pass'),
+      ...(direction.secondPassFused ? {} : { curvature: await session(curvature.toModel(), 'curvature pass') }),
       update: await session(buildUpdateGraph(direction.layers, opt, direction.dtype, damping), 'curvature update'),
       ...(opt.independentCurvatureBatch ? { action: await session(buildActionPassGraph(model, spec, opt).toModel(), 'action pass') } : {}),
     };
@@ -172,14 +172,16 @@ export class KroneckerEngine extends PreconditionedEngine {
     // and A-side pair at θ come from the action pass.
     const pairData = curvatureData ?? data;
     const first = this.sessions.action ? await this.sessions.action.run(this.feeds(this.sessions.action, pairData)) : d;
-    // The curvature pass: the pairs' batch at θ⁺.
+    // The curvature pass: the pairs' batch at θ⁺ (already run inside graph 1 when fused).
     const next = this.nextParams(d);
-    const c = await this.sessions.curvature.run(this.feeds(this.sessions.curvature, pairData, {}, Object.fromEntries(next)));
+    const second: (name: string) => Tensor = this.sessions.curvature
+      ? ((c) => (name: string) => c[name])(await this.sessions.curvature.run(this.feeds(this.sessions.curvature, pairData, {}, Object.fromEntries(next))))
+      : (name) => d[SECOND_PASS + name];
     // A non-finite direction shows as a non-finite loss at θ⁺: skip the step, keep everything.
-    if (!Number.isFinite(await this.scalar(c[this.curvature.outputs.loss]))) return { loss, skipped: true, powellShare: 0, skippedShare: 0 };
+    if (!Number.isFinite(await this.scalar(second(this.curvature.outputs.loss)))) return { loss, skipped: true, powellShare: 0, skippedShare: 0 };
 
     this.commitStep(d, next);
-    const shares = await curvatureUpdate(this.backend, this.sessions.update, this.direction.layers, this.opt, this.state, d, (name) => first[name], (name) => c[name]);
+    const shares = await curvatureUpdate(this.backend, this.sessions.update, this.direction.layers, this.opt, this.state, d, (name) => first[name], second);
     return { loss, skipped: false, ...shares };
   }
 
