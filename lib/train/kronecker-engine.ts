@@ -4,7 +4,7 @@
 // takes its means and A-side pair from an independent batch (the action pass at θ, then the
 // curvature pass at θ⁺ on that batch). Parameters and optimizer state stay runtime tensors between
 // steps; only the loss and a few per-layer flags are read back.
-import { encodeModel, statName, type Layer, type onnx, type TrainingGraph, type TrainingGraphOptions } from '../../graph-tools/index.js';
+import { encodeModel, LOSS_OUTPUT, statName, type Layer, type onnx, type TrainingGraphOptions } from '../../graph-tools/index.js';
 import type { KroneckerOptimizer } from '../optim/kbfgs.js';
 import {
   buildActionPassGraph, buildCurvaturePassGraph, buildDirectionGraph, buildInitGraph, buildUpdateGraph, kname, layerDamping, layerDims, SECOND_PASS,
@@ -28,7 +28,6 @@ export class KroneckerEngine extends PreconditionedEngine {
     private readonly opt: KroneckerOptimizer,
     readonly direction: StepGraph & { secondPassFused: boolean },
     private readonly sessions: { direction: Session; curvature?: Session; update: Session; action?: Session },
-    private readonly curvature: TrainingGraph,
     private readonly model: onnx.ModelProto,
     private readonly spec: Spec,
     private readonly damping: LayerDamping,
@@ -40,17 +39,16 @@ export class KroneckerEngine extends PreconditionedEngine {
   static async create(backend: Backend, model: onnx.ModelProto, spec: Spec, opt: KroneckerOptimizer): Promise<KroneckerEngine> {
     const direction = buildDirectionGraph(model, spec, opt);
     const damping = layerDamping(direction.layers, opt, direction.training);
-    const curvature = buildCurvaturePassGraph(model, spec);
     const source = spec.source ?? 'model';
     const what = opt.aSource === 'ema' ? 'K-BFGS' : 'KF-QN';
     const session = (m: onnx.ModelProto, name: string) => backend.createSession(encodeModel(m), { name: `${what} ${name} of ${source}` });
     const sessions = {
       direction: await session(direction.model, 'direction graph'),
-      ...(direction.secondPassFused ? {} : { curvature: await session(curvature.toModel(), 'curvature pass') }),
+      ...(direction.secondPassFused ? {} : { curvature: await session(buildCurvaturePassGraph(model, spec).toModel(), 'curvature pass') }),
       update: await session(buildUpdateGraph(direction.layers, opt, direction.dtype, damping), 'curvature update'),
       ...(opt.independentCurvatureBatch ? { action: await session(buildActionPassGraph(model, spec, opt).toModel(), 'action pass') } : {}),
     };
-    return new KroneckerEngine(backend, opt, direction, sessions, curvature, model, spec, damping);
+    return new KroneckerEngine(backend, opt, direction, sessions, model, spec, damping);
   }
 
   get wantsWarmStart(): boolean { return this.opt.options.warmStart; }
@@ -174,11 +172,10 @@ export class KroneckerEngine extends PreconditionedEngine {
     const first = this.sessions.action ? await this.sessions.action.run(this.feeds(this.sessions.action, pairData)) : d;
     // The curvature pass: the pairs' batch at θ⁺ (already run inside graph 1 when fused).
     const next = this.nextParams(d);
-    const second: (name: string) => Tensor = this.sessions.curvature
-      ? ((c) => (name: string) => c[name])(await this.sessions.curvature.run(this.feeds(this.sessions.curvature, pairData, {}, Object.fromEntries(next))))
-      : (name) => d[SECOND_PASS + name];
+    const c = this.sessions.curvature && await this.sessions.curvature.run(this.feeds(this.sessions.curvature, pairData, {}, Object.fromEntries(next)));
+    const second = (name: string) => (c ? c[name] : d[SECOND_PASS + name]);
     // A non-finite direction shows as a non-finite loss at θ⁺: skip the step, keep everything.
-    if (!Number.isFinite(await this.scalar(second(this.curvature.outputs.loss)))) return { loss, skipped: true, powellShare: 0, skippedShare: 0 };
+    if (!Number.isFinite(await this.scalar(second(LOSS_OUTPUT)))) return { loss, skipped: true, powellShare: 0, skippedShare: 0 };
 
     this.commitStep(d, next);
     const shares = await curvatureUpdate(this.backend, this.sessions.update, this.direction.layers, this.opt, this.state, d, (name) => first[name], second);
