@@ -1,5 +1,8 @@
 // A tiny MLP autoencoder shared by the optimizer specs: the float64 reference network
 // (mlp-reference.ts) as an ONNX model, and structured [0, 1] data for it.
+import { expect } from 'chai';
+import type { Batch } from '../../lib/data/index.js';
+import type { Trainer } from '../../lib/train/trainer.js';
 import { RefRng, type RefMlp } from './mlp-reference.js';
 import { A, buildModel } from './models.js';
 
@@ -44,10 +47,10 @@ export function data(seed: number): Float32Array {
 }
 
 /** Max |engine − reference| / max |reference| over each W_l and b_l must stay below `tolerance`. */
-export function expectParametersMatch(params: Map<string, { data: ArrayLike<number> }>, net: RefMlp, step: number, tolerance = 1e-4): void {
+export function expectParametersMatch(params: ReadonlyMap<string, { data: unknown }>, net: RefMlp, step: number, tolerance = 1e-4): void {
   net.layers.forEach((layer, l) => {
     for (const [key, want] of [[`W${l}`, layer.W], [`b${l}`, layer.b]] as const) {
-      const got = params.get(key)!.data;
+      const got = params.get(key)!.data as ArrayLike<number>;
       const diff = Math.max(...Array.from(want, (v, i) => Math.abs(got[i] - v)));
       const scale = Math.max(...Array.from(want, Math.abs));
       if (!(diff / scale < tolerance)) throw new Error(`${key} after step ${step}: relative difference ${diff / scale} ≥ ${tolerance}`);
@@ -69,4 +72,19 @@ export function structuredData(seed = 7, M = 64, d = 16, k = 3): Float64Array {
     }
   }
   return X;
+}
+
+/**
+ * Steps the trainer and a float64 reference side by side for `steps` steps: step k's batch and the
+ * reference's loss on it (the reference updating `refNet`); each loss within 1e-5 relative and every
+ * parameter within expectParametersMatch's tolerance after every step.
+ */
+export async function expectTracksReference(trainer: Trainer, refNet: RefMlp, steps: number, step: (k: number) => { batch: Batch; reference: () => number }): Promise<void> {
+  for (let k = 1; k <= steps; k++) {
+    const { batch, reference } = step(k);
+    const expected = reference();
+    const { loss } = await trainer.trainStep(batch);
+    expect(Math.abs(loss - expected) / expected, `loss at step ${k}`).to.be.below(1e-5);
+    expectParametersMatch(await trainer.parameters(), refNet, k);
+  }
 }

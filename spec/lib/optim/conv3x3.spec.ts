@@ -2,13 +2,12 @@
 // against the float64 reference stepping the conv as a linear layer on its im2col patch rows: the
 // conv paths of A (summed over positions), ā and the means (over samples and positions), the
 // Hessian action A_B·s_a by convolutions, and the |T|-aware damping split all have to agree.
-import { expect } from 'chai';
 import { kbfgs, kbfgsL, kfqn, kfqnL } from '../../../lib/optim/index.js';
 import { createBackend } from '../../../lib/runtime/index.js';
 import { Trainer, type TrainerOptions } from '../../../lib/train/trainer.js';
 import { KbfgsReference, type KbfgsReferenceOptions } from '../../helpers/kbfgs-reference.js';
 import { cloneRefMlp } from '../../helpers/mlp-reference.js';
-import { expectParametersMatch } from '../../helpers/tiny-autoencoder.js';
+import { expectTracksReference } from '../../helpers/tiny-autoencoder.js';
 import { makeTinyCnn, tinyCnnBatch, tinyCnnForwardBackward, tinyCnnOnnx } from '../../helpers/tiny-cnn.js';
 
 const lr = 0.2; const damping = 0.3;
@@ -30,13 +29,10 @@ describe('quasi-Newton optimizers on a CNN with a 3×3 convolution against the f
       const refNet = cloneRefMlp(net);
       const ref = new KbfgsReference({ lr, damping, pass: tinyCnnForwardBackward, ...c.reference });
       try {
-        for (let step = 1; step <= 5; step++) {
-          const batch = tinyCnnBatch(step);
-          const expected = ref.step(refNet, Float64Array.from(batch.inputs), Array.from(batch.labels!, Number));
-          const { loss } = await trainer.trainStep(batch);
-          expect(Math.abs(loss - expected.loss) / expected.loss, `loss at step ${step}`).to.be.below(1e-5);
-          expectParametersMatch(await trainer.parameters(), refNet, step);
-        }
+        await expectTracksReference(trainer, refNet, 5, (k) => {
+          const batch = tinyCnnBatch(k);
+          return { batch, reference: () => ref.step(refNet, Float64Array.from(batch.inputs), Array.from(batch.labels!, Number)).loss };
+        });
       } finally {
         await trainer.dispose();
       }

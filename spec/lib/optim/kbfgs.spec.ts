@@ -11,7 +11,7 @@ import { createBackend } from '../../../lib/runtime/index.js';
 import { Trainer } from '../../../lib/train/trainer.js';
 import { KbfgsReference } from '../../helpers/kbfgs-reference.js';
 import { cloneRefMlp, makeRefMlp } from '../../helpers/mlp-reference.js';
-import { activations, data, expectParametersMatch, M, sizes, structuredData, toOnnx } from '../../helpers/tiny-autoencoder.js';
+import { activations, data, expectParametersMatch, expectTracksReference, M, sizes, structuredData, toOnnx } from '../../helpers/tiny-autoencoder.js';
 import { A, ModelBuilder } from '../../helpers/models.js';
 
 for (const [name, memory, abarBias] of [
@@ -32,13 +32,7 @@ for (const [name, memory, abarBias] of [
       });
       const batch: Batch = { index: 0, epoch: 0, size: M, inputs: X };
       try {
-        for (let step = 1; step <= 6; step++) {
-          const expected = ref.step(refNet, Float64Array.from(X), Float64Array.from(X));
-          const { loss } = await trainer.trainStep(batch);
-          expect(Math.abs(loss - expected.loss) / expected.loss, `loss at step ${step}`).to.be.below(1e-5);
-          const params = await trainer.parameters();
-          expectParametersMatch(params, refNet, step);
-        }
+        await expectTracksReference(trainer, refNet, 6, () => ({ batch, reference: () => ref.step(refNet, Float64Array.from(X), Float64Array.from(X)).loss }));
       } finally {
         await trainer.dispose();
       }

@@ -10,7 +10,7 @@ import { KroneckerEngine } from '../../../lib/train/kronecker-engine.js';
 import { Trainer } from '../../../lib/train/trainer.js';
 import { KbfgsReference, type KbfgsReferenceOptions } from '../../helpers/kbfgs-reference.js';
 import { cloneRefMlp, makeRefMlp, type RefMlp } from '../../helpers/mlp-reference.js';
-import { activations, data, expectParametersMatch, M, sizes, toOnnx } from '../../helpers/tiny-autoencoder.js';
+import { activations, data, expectParametersMatch, expectTracksReference, M, sizes, toOnnx } from '../../helpers/tiny-autoencoder.js';
 
 const loss = { kind: 'bce-with-logits', reduction: 'per-sample-sum' } as const;
 
@@ -42,14 +42,10 @@ for (const layers of ['gemm', 'conv1x1'] as const) {
         const ref = new KbfgsReference({ lr: 0.3, damping: 0.3, aSource: 'minibatch', abarBias: 'one', dampingMode: 'lm', ...c.reference });
         const refNet = cloneRefMlp(net);
         try {
-          for (let step = 1; step <= 6; step++) {
-            const b = batch(step);
-            const X = Float64Array.from(b.inputs);
-            const expected = ref.step(refNet, X, X);
-            const { loss: got } = await trainer.trainStep(b);
-            expect(Math.abs(got - expected.loss) / expected.loss, `loss at step ${step}`).to.be.below(1e-5);
-            expectParametersMatch(await trainer.parameters(), refNet, step);
-          }
+          await expectTracksReference(trainer, refNet, 6, (k) => {
+            const X = Float64Array.from(batch(k).inputs);
+            return { batch: batch(k), reference: () => ref.step(refNet, X, X).loss };
+          });
           expect(Math.max(...Array.from(refNet.layers[0].W, (v, i) => Math.abs(v - net.layers[0].W[i]))), 'the weights moved').to.be.above(1e-3);
         } finally {
           await trainer.dispose();
