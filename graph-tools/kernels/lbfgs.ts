@@ -5,29 +5,24 @@
 //     emitLbfgsPush shifts rows up on insert (S ← Concat(S[1:], s)), so the newest pair is always
 //     row p−1 and, while fewer than p pairs are stored, the empty rows are the first ones.
 //   rho [p]: ρ_j = 1/s_jᵀy_j, and 0 for an empty slot (zero rows of S and Y).
-// An empty slot needs no mask: in the two-loop recursion α_j = ρ_j·s_jᵀQ = 0 and Q −= y_j·α_j = Q,
-// then β_j = ρ_j·y_jᵀR = 0 and R += s_j·(α_j − β_j) = R, so the slot is a no-op wherever it sits
-// (its rows are zero, hence finite, so 0·row stays 0).
+// Empty slots need no mask in the two-loop recursion: there α_j = ρ_j·s_jᵀQ = 0 and Q −= y_j·α_j
+// = Q, then β_j = 0 and R += s_j·(α_j − β_j) = R (zero rows are finite, so 0·row stays 0). The
+// compact form gives them R_jj = 1 instead of 0 (see compact()).
 //
 // emitLbfgsApply computes H·X for X [d, k] (H applied to every column; for the G side X is the
 // d_g × d_a gradient and this is H_g·X of D = H_g X H_a). Two formulations, equal in exact arithmetic:
-//  - 'gram': the two-loop recursion rewritten on Gram matrices. With Z = [S; Y] [2p, d],
-//    the only O(d) work is ZX = Z·X [2p, k], ZZᵀ [2p, 2p] and one final Gemm
-//    HX = γX + Zᵀ·[δ; −γα] (δ = α − β). The recursions over the p slots then run on [p, k] matrices:
-//      α_j = ρ_j·(s_jᵀX − Σ_{i>j} s_jᵀy_i·α_i)               (newest → oldest)
-//      β_j = ρ_j·(γ·y_jᵀQ + Σ_{i<j} y_jᵀs_i·δ_i),  Y·Q = Y·X − (Y Yᵀ)·α    (oldest → newest)
-//    i.e. the triangular solves of the compact (Byrd–Nocedal–Schnabel) form done by forward
-//    substitution inside the graph (no Inverse op, nothing fetched to JavaScript). Cost
-//    4·p·d·k + 4·p²·d + O(p²·k) flops in a few large MatMuls plus ~6 small nodes per slot.
-//  - 'two-loop' (default): the textbook recursion on X as a matrix (5 nodes per slot, each touching
-//    a [d, k] matrix). Same 4·p·d·k flops without the 4·p²·d Gram term; slower than 'gram' for wide X
-//    (2p sequential passes over X) but numerically robust: in float32 'gram' loses Y·Q = YX − (YYᵀ)α
-//    to cancellation once the stored pairs are nearly collinear (K-BFGS's EMA'd pairs are), which
-//    made K-BFGS(L) blow up after ~50–140 steps on the MNIST autoencoder where the two-loop form
-//    trains on (and matches dense K-BFGS).
+//  - 'compact' (default): the Byrd–Nocedal–Schnabel compact form, four [p, d]×[d, k] Gemms
+//    (8·p·d·k flops at GEMM speed) and O(p³ + p²·k) float64 work on p × p blocks (see compact()).
+//  - 'two-loop': the textbook recursion on X as a matrix: 4·p·d·k flops, but 2p sequential
+//    memory-bound passes over X, 5 nodes per slot. On the autoencoder K-BFGS(L)'s step took 280–380
+//    ms with it and 165 ms with 'compact' (scripts/bench/step-time.ts).
+//    On real K-BFGS(L) pairs (the autoencoder after 60 and 160 steps, p = 100, float32) both are
+//    within 1e-6 of float64 (relative, Frobenius), 'compact' often closer; an earlier Gram-matrix
+//    form that took Y·Q as Y·X − (Y Yᵀ)·α lost up to 10× more and was dropped.
 // Ops used (opset ≥ 13): MatMul, Gemm, Mul, Add, Sub, Div, Neg, Transpose, Split, Gather, Slice,
-// Concat, Unsqueeze, ReduceSum, Sqrt, Greater, Less, And, Where, Identity: standard ops that the CPU,
-// WASM and WebGPU EPs implement (only the CPU EP is exercised by the specs). Measured for p = 100 (node counts of lbfgsApplyModel): 'gram' 624 nodes, 'two-loop' 508.
+// Concat, Unsqueeze, Reshape, Pad, Cast, Equal, ReduceSum, Sqrt, Greater, Less, And, Where,
+// Identity: standard ops that the CPU, WASM and WebGPU EPs implement (the float64 p × p work falls
+// back to the CPU on WebGPU, which has no float64).
 //
 // float64 caveat: ORT's MatMulScaleFusion folds a Mul by a constant *scalar* initializer next to a
 // MatMul into a float32 `alpha` attribute. A numeric γ is therefore emitted as a [rows, 1] constant;
@@ -37,14 +32,14 @@ import type { onnx } from '../onnx/index.js';
 import { A, Graph, GraphError, type Dim } from '../ir/graph.js';
 import { Emitter } from '../ir/emitter.js';
 
-export type LbfgsMethod = 'gram' | 'two-loop';
+export type LbfgsMethod = 'compact' | 'two-loop';
 
 export interface LbfgsApplyOptions {
   /** Memory p (rows of S); defaults to the static first dimension of S. */
   memory?: number;
   /** Element type; defaults to the registered type of X (or S). */
   dtype?: DataType;
-  /** Formulation (see the file comment); default 'two-loop'. */
+  /** Formulation (see the file comment); default 'compact'. */
   method?: LbfgsMethod;
 }
 
@@ -57,10 +52,10 @@ export interface LbfgsApplyOptions {
 export function emitLbfgsApply(e: Emitter, X: string, S: string, Y: string, rho: string, gamma: number | string = 1, opts: LbfgsApplyOptions = {}): string {
   const p = memoryOf(e, S, opts.memory);
   const dtype = opts.dtype ?? e.g.types.get(X)?.dtype ?? e.dtypeOf(S);
-  const method = opts.method ?? 'two-loop';
+  const method = opts.method ?? 'compact';
   if (method === 'two-loop') return twoLoop(e, X, S, Y, rho, gamma, p, dtype);
-  if (method !== 'gram') throw new GraphError(`L-BFGS: unknown method '${String(method)}'`);
-  return gramTwoLoop(e, X, S, Y, rho, gamma, p, dtype);
+  if (method !== 'compact') throw new GraphError(`L-BFGS: unknown method '${String(method)}'`);
+  return compact(e, X, S, Y, rho, gamma, p, dtype);
 }
 
 function twoLoop(e: Emitter, X: string, S: string, Y: string, rho: string, gamma: number | string, p: number, dtype: DataType): string {
@@ -83,48 +78,66 @@ function twoLoop(e: Emitter, X: string, S: string, Y: string, rho: string, gamma
   return R;
 }
 
-function gramTwoLoop(e: Emitter, X: string, S: string, Y: string, rho: string, gamma: number | string, p: number, dtype: DataType): string {
-  const Z = e.op('Concat', [S, Y], [A.int('axis', 0)]); // [2p, d]
-  const ZX = e.op('MatMul', [Z, X]); // [2p, k]
-  const G = e.gemm(Z, Z, false, true); // [2p, 2p] = [[S Sᵀ, S Yᵀ], [Y Sᵀ, Y Yᵀ]]
-  const block = (r0: number, c0: number) => e.op('Slice', [G, e.int64s([r0, c0]), e.int64s([r0 + p, c0 + p]), e.int64s([0, 1])]);
-  const rowsOf = (m: string, r0: number) => e.op('Slice', [m, e.int64s([r0]), e.int64s([r0 + p]), e.int64s([0])]);
-  const SX = rowsOf(ZX, 0);
-  const YX = rowsOf(ZX, p);
-  const rhoCol = e.unsqueeze(rho, [1]);
-  const upper = e.constant(triangle(p, 'upper'), dtype, [p, p]);
-  const lower = e.constant(triangle(p, 'lower'), dtype, [p, p]);
+/**
+ * The compact form (Byrd, Nocedal & Schnabel 1994, Thm 2.2) with H0 = γI, written so that no
+ * large value is recovered by cancellation:
+ *   P = R⁻¹·(S X),  Q = X − Yᵀ P,  H X = γ·Q + Sᵀ·R⁻ᵀ·(D P − γ·Y Q),
+ * R = upper triangle of S Yᵀ (R_ij = s_iᵀy_j, i ≤ j; oldest first), D its diagonal. Q is formed
+ * explicitly, as in the two-loop recursion, where 'gram' took Y·Q as Y·X − (Y Yᵀ)·α. The four
+ * products with S or Y are [p, d]×[d, k] Gemms (8·p·d·k flops, no sequential pass over X); the
+ * p × p work (R⁻¹ by batched block recursion, the two small products) runs in float64 whatever
+ * the graph's type. An empty slot (ρ_j = 0, zero rows) gets R_jj = 1, so its row of P is
+ * s_jᵀX = 0 and it adds nothing.
+ */
+function compact(e: Emitter, X: string, S: string, Y: string, rho: string, gamma: number | string, p: number, dtype: DataType): string {
+  const wide = (x: string) => (dtype === 'float64' ? x : e.op('Cast', [x], [A.int('to', 11)]));
+  const narrow = (x: string) => (dtype === 'float64' ? x : e.op('Cast', [x], [A.int('to', 1)]));
+  const SX = wide(e.op('MatMul', [S, X])); // [p, k]
+  const SY = wide(e.gemm(S, Y, false, true)); // [p, p], SY_ij = s_iᵀy_j
+  const eye = e.constant(identity(p), 'float64', [p, p]);
+  const empty = e.op('Cast', [e.op('Equal', [rho, e.constant(0, dtype)])], [A.int('to', 11)]); // [p]
+  const R = e.op('Add', [e.op('Mul', [SY, e.constant(upperTriangle(p), 'float64', [p, p])]), e.op('Mul', [eye, empty])]);
+  const Rinv = emitUpperTriangularInverse(e, R, p, 'float64');
+  const P = e.op('MatMul', [Rinv, SX]); // [p, k]
+  const Q = gemm(e, Y, narrow(P), X, -1); // X − Yᵀ P
+  const YQ = wide(e.op('MatMul', [Y, Q]));
+  const D = e.reduce('ReduceSum', e.op('Mul', [SY, eye]), [1], true); // [p, 1]
+  const inner = e.op('Sub', [e.op('Mul', [D, P]), scaleBy(e, YQ, typeof gamma === 'number' ? gamma : wide(gamma), 'float64', p)]);
+  const c = narrow(e.gemm(Rinv, inner, true, false)); // R⁻ᵀ·inner, [p, k]
+  return gemm(e, S, c, scaleBy(e, Q, gamma, dtype, dimOf(e, S, 1)), 1);
+}
 
-  // Loop 1, newest → oldest: α = ρ⊙SX − U·α with U = diag(ρ)·strictUpper(S Yᵀ) (U_ji = ρ_j s_jᵀy_i, i > j).
-  // acc holds U·α over the slots done so far; row j of acc is final once every i > j is done.
-  const rhoSX = e.op('Mul', [SX, rhoCol]);
-  const U = e.op('Mul', [e.op('Mul', [block(0, p), upper]), rhoCol]);
-  const rhoSXRows = splitRows(e, rhoSX, p);
-  const uCols = splitRows(e, transpose(e, U), p); // row i = column i of U, [1, p]
-  let acc: string | null = null;
-  for (let j = p - 1; j >= 0; j--) {
-    const aj = acc === null ? rhoSXRows[j] : e.op('Sub', [rhoSXRows[j], gatherRow(e, acc, j)]);
-    if (j > 0) acc = gemm(e, uCols[j], aj, acc, 1);
+/**
+ * R⁻¹ for an upper-triangular R [n, n] with a nonzero diagonal, by block recursion done level by
+ * level over all diagonal blocks at once (batched MatMuls): with R padded to n0 = 2^m by an
+ * identity, the inverse of [[A, B], [0, C]] is [[A⁻¹, −A⁻¹·B·C⁻¹], [0, C⁻¹]], from the 1 × 1
+ * blocks 1/r_ii up. About 12 nodes per level and log2(n0) levels, no sequential pass per row.
+ */
+export function emitUpperTriangularInverse(e: Emitter, R: string, n: number, dtype: DataType): string {
+  let n0 = 1;
+  while (n0 < n) n0 *= 2;
+  const padded = n0 === n ? R : e.op('Add', [
+    e.op('Pad', [R, e.int64s([0, 0, n0 - n, n0 - n])]),
+    e.constant(Array.from({ length: n0 * n0 }, (_, i) => (Math.floor(i / n0) === i % n0 && i % n0 >= n ? 1 : 0)), dtype, [n0, n0]),
+  ]);
+  const diag = e.reduce('ReduceSum', e.op('Mul', [padded, e.constant(identity(n0), dtype, [n0, n0])]), [1], false);
+  let inv = e.op('Reshape', [e.op('Div', [e.constant(1, dtype), diag]), e.int64s([n0, 1, 1])]); // [n0/b, b, b]
+  for (let b = 1; b < n0; b *= 2) {
+    const pairs = n0 / (2 * b);
+    const halves = e.op('Reshape', [inv, e.int64s([pairs, 2, b, b])]);
+    const Ainv = e.op('Gather', [halves, e.constant(0, 'int64')], [A.int('axis', 1)]);
+    const Cinv = e.op('Gather', [halves, e.constant(1, 'int64')], [A.int('axis', 1)]);
+    // B of pair i: rows 2ib..2ib+b−1, columns 2ib+b..2ib+2b−1 of the padded R.
+    const blocks = e.op('Reshape', [e.op('Transpose', [e.op('Reshape', [padded, e.int64s([pairs, 2 * b, pairs, 2 * b])])], [A.ints('perm', [0, 2, 1, 3])]), e.int64s([pairs * pairs, 2 * b, 2 * b])]);
+    const diagonal = e.op('Gather', [blocks, e.int64s(Array.from({ length: pairs }, (_, i) => i * (pairs + 1)))], [A.int('axis', 0)]);
+    const B = e.op('Slice', [diagonal, e.int64s([0, b]), e.int64s([b, 2 * b]), e.int64s([1, 2])]);
+    const off = e.op('Neg', [e.op('MatMul', [e.op('MatMul', [Ainv, B]), Cinv])]);
+    const top = e.op('Concat', [Ainv, off], [A.int('axis', 2)]);
+    const bottom = e.op('Concat', [e.constant(new Array<number>(pairs * b * b).fill(0), dtype, [pairs, b, b]), Cinv], [A.int('axis', 2)]);
+    inv = e.op('Concat', [top, bottom], [A.int('axis', 1)]);
   }
-  const alpha = acc === null ? rhoSX : e.op('Sub', [rhoSX, acc]); // [p, k]
-
-  // Loop 2, oldest → newest: δ = α − β, β_j = ρ_j(γ·(YQ)_j + Σ_{i<j} y_jᵀs_i δ_i), YQ = YX − (Y Yᵀ)α.
-  // So δ = E − L·δ with E = α − γ·ρ⊙YQ and L = diag(ρ)·strictLower(Y Sᵀ).
-  const YQ = e.op('Sub', [YX, e.op('MatMul', [block(p, p), alpha])]);
-  const E = e.op('Sub', [alpha, e.op('Mul', [scaleBy(e, YQ, gamma, dtype, p), rhoCol])]);
-  const L = e.op('Mul', [e.op('Mul', [block(p, 0), lower]), rhoCol]);
-  const eRows = splitRows(e, E, p);
-  const lCols = splitRows(e, transpose(e, L), p);
-  let acc2: string | null = null;
-  for (let j = 0; j < p; j++) {
-    const dj = acc2 === null ? eRows[j] : e.op('Sub', [eRows[j], gatherRow(e, acc2, j)]);
-    if (j < p - 1) acc2 = gemm(e, lCols[j], dj, acc2, 1);
-  }
-  const delta = acc2 === null ? E : e.op('Sub', [E, acc2]); // [p, k]
-
-  // H X = γ(X − Yᵀα) + Sᵀδ = γX + Zᵀ·[δ; −γα].
-  const coeff = e.op('Concat', [delta, e.op('Neg', [scaleBy(e, alpha, gamma, dtype, p)])], [A.int('axis', 0)]);
-  return gemm(e, Z, coeff, scaleBy(e, X, gamma, dtype, dimOf(e, S, 1)), 1);
+  const full = e.op('Reshape', [inv, e.int64s([n0, n0])]);
+  return n0 === n ? full : e.op('Slice', [full, e.int64s([0, 0]), e.int64s([n, n]), e.int64s([0, 1])]);
 }
 
 export interface LbfgsPushOptions {
@@ -325,9 +338,11 @@ function isFinite(e: Emitter, x: string, dtype: DataType): string {
   return e.op('Less', [e.op('Sub', [x, x]), e.constant(1, dtype)]);
 }
 
-/** Row-major p×p 0/1 mask of the strict upper (col > row) or strict lower (col < row) triangle. */
-function triangle(p: number, which: 'upper' | 'lower'): number[] {
-  const m = new Array<number>(p * p).fill(0);
-  for (let r = 0; r < p; r++) for (let c = 0; c < p; c++) if (which === 'upper' ? c > r : c < r) m[r * p + c] = 1;
-  return m;
+/** Row-major p×p 0/1 mask of the upper triangle with the diagonal (col ≥ row). */
+function upperTriangle(p: number): number[] {
+  return Array.from({ length: p * p }, (_, i) => (i % p >= Math.floor(i / p) ? 1 : 0));
+}
+
+function identity(p: number): number[] {
+  return Array.from({ length: p * p }, (_, i) => (Math.floor(i / p) === i % p ? 1 : 0));
 }

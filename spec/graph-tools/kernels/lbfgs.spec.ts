@@ -3,7 +3,8 @@
 // updates applied in order from γI ("L-BFGS equals BFGS").
 import { expect } from 'chai';
 import { encodeModel, type onnx } from '../../../graph-tools/index.js';
-import { lbfgsApplyModel, lbfgsPushModel, type LbfgsMethod } from '../../../graph-tools/kernels/lbfgs.js';
+import { emitUpperTriangularInverse, lbfgsApplyModel, lbfgsPushModel, type LbfgsMethod } from '../../../graph-tools/kernels/lbfgs.js';
+import { kernelModel } from '../../../graph-tools/kernels/bfgs.js';
 import { createBackend } from '../../../lib/runtime/index.js';
 import type { Backend, Session } from '../../../lib/runtime/backend.js';
 import { cholesky, dot, identity, mat, matmul, randomMat, randomSpd, randomVector, relMaxDiff, scale, asymmetry, type Mat } from '../../helpers/linalg.js';
@@ -35,7 +36,7 @@ interface ApplyCase { d: number; p: number; k: number; dtype?: F; method?: Lbfgs
 
 async function apply(c: ApplyCase, pairs: readonly Pair[], X: Mat): Promise<Mat> {
   const dtype = c.dtype ?? 'float64';
-  const key = `apply/${dtype}/${c.method ?? 'gram'}/${c.d}/${c.p}/${String(c.gamma ?? 1)}`;
+  const key = `apply/${dtype}/${c.method ?? 'compact'}/${c.d}/${c.p}/${String(c.gamma ?? 1)}`;
   const s = await session(key, () => lbfgsApplyModel({ dtype, d: c.d, p: c.p, gamma: c.gamma, method: c.method }));
   const st = packState(pairs, c.p, c.d);
   const feeds: Record<string, { dims: number[]; data: ArrayLike<number> }> = {
@@ -55,7 +56,7 @@ function randomPairs(n: number, d: number, seed: number): Pair[] {
   });
 }
 
-const METHODS: LbfgsMethod[] = ['gram', 'two-loop'];
+const METHODS: LbfgsMethod[] = ['compact', 'two-loop'];
 
 describe('graph-tools/kernels/lbfgs', function () {
   before(async () => { backend = await createBackend('cpu'); });
@@ -126,12 +127,12 @@ describe('graph-tools/kernels/lbfgs', function () {
     });
   }
 
-  it('a longer memory (p = 16, d = 24, 10 and 16 pairs) and opset 18 models still equal dense BFGS', async () => {
+  it('longer memories (p = 16 and p = 13, not a power of two; d = 24; part-filled and full) and opset 18 models still equal dense BFGS', async () => {
     for (const method of METHODS) {
-      for (const count of [10, 16]) {
+      for (const [mem, count] of [[16, 10], [16, 16], [13, 9], [13, 13]]) {
         const pairs = randomPairs(count, 24, 1300 + count);
-        const H = await apply({ d: 24, p: 16, k: 24, method }, pairs, identity(24));
-        expect(relMaxDiff(H.data, denseBfgs(pairs, 1, 24).data), `${method}, ${count} pairs`).to.be.below(1e-10);
+        const H = await apply({ d: 24, p: mem, k: 24, method }, pairs, identity(24));
+        expect(relMaxDiff(H.data, denseBfgs(pairs, 1, 24).data), `${method}, p ${mem}, ${count} pairs`).to.be.below(1e-10);
       }
       const pairs = randomPairs(3, d, 1400);
       const X = randomMat(d, 2, 1401);
@@ -149,6 +150,24 @@ describe('graph-tools/kernels/lbfgs', function () {
     for (const method of METHODS) {
       const got = await apply({ d: 12, p, k: 6, dtype: 'float32', method }, pairs, X);
       expect(relMaxDiff(got.data, want.data)).to.be.below(2e-5);
+    }
+  });
+
+  describe('emitUpperTriangularInverse', () => {
+    for (const n of [1, 2, 5, 8, 13, 100]) {
+      it(`R·R⁻¹ = I and R⁻¹ is upper triangular for a random ${n} × ${n} R (float64)`, async () => {
+        const R = randomMat(n, n, 1500 + n);
+        // Off-diagonal entries O(1/n): random triangular matrices are otherwise exponentially ill-conditioned in n.
+        for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+          if (j < i) R.data[i * n + j] = 0;
+          else if (j === i) R.data[i * n + j] = (i % 2 ? -1 : 1) * (0.5 + Math.abs(R.data[i * n + j]));
+          else R.data[i * n + j] *= 4 / n;
+        }
+        const s = await session(`triangular/${n}`, () => kernelModel([{ name: 'R', dtype: 'float64', shape: [n, n] }], (e, r) => ({ Rinv: emitUpperTriangularInverse(e, r, n, 'float64') })));
+        const Rinv = mat(n, n, (await run(s, 'float64', { R: { dims: [n, n], data: R.data } })).Rinv);
+        for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) expect(Rinv.data[i * n + j]).to.equal(0);
+        expect(relMaxDiff(matmul(R, Rinv).data, identity(n).data)).to.be.below(1e-12);
+      });
     }
   });
 
