@@ -90,13 +90,22 @@ export function emitLayerStatistics(g: Graph, e: Emitter, layer: Layer, grads: G
   const rows = layer.kind === 'conv' ? convRows(e, layer, node) : linearRows(e, layer);
   if (req.factors) out.a = perSample(gramWithOnes(e, layer, rows));
   if (layer.kind === 'conv' || !(req.means || req.hessianAction)) return out;
-  const withOnes = layer.bias ? appendOnes(e, rows, dtype) : rows;
-  const rowsT = e.op('Transpose', [withOnes], [A.ints('perm', [0, 2, 1])]);
-  if (req.means || req.actionVector) out.abar = e.reduce('ReduceMean', withOnes, [1], false);
+  // A linear layer's Ã = [X | 1] is never formed: ā = [mean of X's rows | 1], Ã·v = X·v_w + v_b
+  // and Ãᵀu = [Xᵀu | Σu] (a copy of X with a column appended, and its transpose, cost as much as
+  // the products).
+  const d = layer.inFeatures;
+  const split = (v: string, from: number, to: number) => e.op('Slice', [v, e.int64s([from]), e.int64s([to]), e.int64s([1])]);
+  if (req.means || req.actionVector) {
+    const mean = e.reduce('ReduceMean', rows, [1], false); // [1, d]
+    out.abar = layer.bias ? e.op('Concat', [mean, e.constant(1, dtype, [1, 1])], [A.int('axis', 1)]) : mean;
+  }
   if (req.hessianAction) {
-    const v = req.actionVector ? req.actionVector(e, layer, out.abar!) : out.v!;
-    const av = perSample(e.op('MatMul', [rowsT, e.op('MatMul', [withOnes, e.unsqueeze(v, [2])])]));
-    out.av = e.op('Reshape', [av, e.int64s([layer.groups, layer.factors.a])]);
+    const v = req.actionVector ? req.actionVector(e, layer, out.abar!) : out.v!; // [1, d_a]
+    let u = e.op('MatMul', [rows, e.unsqueeze(layer.bias ? split(v, 0, d) : v, [2])]); // [1, R, 1]
+    if (layer.bias) u = e.op('Add', [u, e.unsqueeze(split(v, d, d + 1), [2])]);
+    const Xtu = e.op('Reshape', [e.op('MatMul', [e.op('Reshape', [u, e.int64s([1, 1, -1])]), rows]), e.int64s([1, d])]);
+    const av = layer.bias ? e.op('Concat', [Xtu, e.op('Reshape', [e.reduce('ReduceSum', u, [1], false), e.int64s([1, 1])])], [A.int('axis', 1)]) : Xtu;
+    out.av = perSample(av);
   }
   return out;
 }
@@ -273,11 +282,4 @@ function gramWithOnes(e: Emitter, layer: Layer, rows: string): string {
   const top = e.op('Concat', [gram, e.op('Transpose', [sums], [A.ints('perm', [0, 2, 1])])], [A.int('axis', 2)]);
   const bottom = e.op('Concat', [sums, corner], [A.int('axis', 2)]);
   return e.op('Concat', [top, bottom], [A.int('axis', 1)]);
-}
-
-/** Ã = [rows | 1]: a column of ones as wide as the rows are many. */
-function appendOnes(e: Emitter, rows: string, dtype: string): string {
-  const shape = e.op('Concat', [e.op('Gather', [e.op('Shape', [rows]), e.int64s([0, 1])], [A.int('axis', 0)]), e.int64s([1])], [A.int('axis', 0)]);
-  const ones = e.op('Expand', [e.constant(1, dtype as 'float32', [1, 1, 1]), shape]);
-  return e.op('Concat', [rows, ones], [A.int('axis', 2)]);
 }

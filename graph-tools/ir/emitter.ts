@@ -67,6 +67,14 @@ export class Emitter {
     return this.op('Gemm', inputs, attrs);
   }
 
+  /**
+   * M·v for M [m, n] and v [n], as the [m, 1] product of M and v as a column: ORT's CPU MatMul
+   * with a 1-D operand takes a path 14× slower (0.77 against 0.055 ms for a 1001 × 1001 M).
+   */
+  matvec(M: string, v: string): string {
+    return this.op('Reshape', [this.op('MatMul', [M, this.unsqueeze(v, [1])]), this.int64s([-1])]);
+  }
+
   scale(x: string, k: number, dtype: DataType): string {
     return k === 1 ? x : this.op('Mul', [x, this.constant(k, dtype)]);
   }

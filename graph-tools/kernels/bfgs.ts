@@ -40,7 +40,7 @@ export function emitBfgsInverseUpdate(e: Emitter, H: string, s: string, y: strin
   const k = (v: number) => e.constant(v, dtype);
   const sTy = dot(e, s, y);
   const sTs = dot(e, s, s);
-  const u = e.op('MatMul', [H, y]);
+  const u = e.matvec(H, y);
   const yTu = dot(e, y, u);
   const rho = e.op('Div', [k(1), sTy]);
   // s wᵀ + w sᵀ with w = (a/2)·s − ρ·u equals a·s sᵀ − ρ·(u sᵀ + s uᵀ): one outer product, one transpose.
@@ -151,8 +151,8 @@ export function emitPrecondition(e: Emitter, Hg: string, X: string, Ha: string):
 export function emitHessianActionPair(
   e: Emitter, Ha: string, abar: string, A: string | ((v: string) => string), lambda: number, dtype?: DataType,
 ): { s: string; y: string } {
-  const s = e.op('MatMul', [Ha, abar]);
-  const As = typeof A === 'string' ? e.op('MatMul', [A, s]) : A(s);
+  const s = e.matvec(Ha, abar);
+  const As = typeof A === 'string' ? e.matvec(A, s) : A(s);
   const y = lambda === 0 ? As : e.op('Add', [As, e.op('Mul', [s, e.constant(lambda, dtype ?? e.dtypeOf(Ha))])]);
   return { s, y };
 }

@@ -270,7 +270,7 @@ export function buildUpdateGraph(layers: Layer[], opt: KroneckerOptimizer, dtype
       const s = grp(sbar, i, G, [dg]); const y = grp(ybar, i, G, [dg]); const r = grp(kname.gbar(n), i, G, [dg]);
       // Double damping needs H_g·ȳ: a product with the dense inverse, or the L-BFGS operator.
       const Hy = opt.history === undefined
-        ? e.op('MatMul', [grp(kname.Hg(n), i, G, [dg, dg]), y])
+        ? e.matvec(grp(kname.Hg(n), i, G, [dg, dg]), y)
         : e.op('Reshape', [emitLbfgsApply(e, e.op('Reshape', [y, e.int64s([dg, 1])]), S!, Y!, rho!, 1, { memory: p, dtype }), e.int64s([dg])]);
       const dd = emitDoubleDamping(e, s, y, Hy, { mu1: o.powell, mu2, mode: o.dampingMode, dtype });
       powell.push(dd.powell);
