@@ -138,48 +138,43 @@ function windowAttrs(node: Node, layer: Layer): ReturnType<typeof A.int>[] {
 /**
  * Ãᵀu for u = Ã v (the Hessian action, unscaled) and Ãᵀ1 / (M·T) (ā) per group, without the patch
  * matrix: u is a convolution of x with v's weight part as a one-output-per-group kernel, and Ãᵀy for
- * a per-position y is a kernel gradient with ∂L/∂h = y. Both y share one kernel-gradient convolution.
+ * a per-position y is a kernel gradient with ∂L/∂h = y; for ā (y = 1) that kernel gradient runs on
+ * the batch's sum of x.
  */
 function convPatchProducts(e: Emitter, layer: Layer, node: Node, mean: boolean, v?: string): { abar?: string; av?: string } {
-  if (!mean && !v) return {};
   const { groups, inFeatures: d } = layer;
   const k = layer.kernel!;
   const spatial = k.map((_, i) => i + 2);
   const dtype = e.dtypeOf(layer.input);
   const float = (x: string) => e.op('Cast', [x], [A.int('to', dtype === 'float64' ? 11 : 1)]);
-  let u: string | undefined;
+  const withBias = (part: string, bias: () => string) => (layer.bias ? e.op('Concat', [part, e.unsqueeze(bias(), [1])], [A.int('axis', 1)]) : part);
+  // [n, channels, positions...] from h's run-time shape.
+  const hShape = e.op('Shape', [layer.preactivation]);
+  const shapeWith = (n: string, channels: number) => e.op('Concat', [n, e.int64s([channels]), e.op('Gather', [hShape, e.int64s(spatial)], [A.int('axis', 0)])], [A.int('axis', 0)]);
+  const out: { abar?: string; av?: string } = {};
   if (v) {
     const vw = e.op('Reshape', [slice2(e, v, 0, d), e.int64s([groups, d / k.reduce((a, b) => a * b, 1), ...k])]);
-    u = e.op('Conv', [layer.input, vw], windowAttrs(node, layer)); // [N, groups, positions...]
+    let u = e.op('Conv', [layer.input, vw], windowAttrs(node, layer)); // [N, groups, positions...]
     if (layer.bias) u = e.op('Add', [u, e.op('Reshape', [slice2(e, v, d, d + 1), e.int64s([1, groups, ...k.map(() => 1)])])]);
+    const products = e.op('Reshape', [convKernelGradient(e, node, u), e.int64s([groups, d])]);
+    out.av = withBias(products, () => e.reduce('ReduceSum', u, [0, ...spatial], false));
   }
-  // [N, channels, positions...] shapes from h's run-time shape.
-  const hShape = e.op('Shape', [layer.preactivation]);
-  const shapeWith = (channels: number) => e.op('Concat', [e.op('Gather', [hShape, e.int64s([0])], [A.int('axis', 0)]), e.int64s([channels]),
-    e.op('Gather', [hShape, e.int64s(spatial)], [A.int('axis', 0)])], [A.int('axis', 0)]);
-  const ones = mean ? e.op('Expand', [e.constant(1, dtype), shapeWith(groups)]) : undefined;
-  // Per group, the rows of y in the order a grouped convolution splits channels: group-major.
-  const ys = [u, ones].filter((y): y is string => !!y);
-  const y = ys.length === 1 ? ys[0] : e.op('Reshape', [e.op('Concat', ys.map((x) => e.unsqueeze(x, [2])), [A.int('axis', 2)]), shapeWith(2 * groups)]);
-  const products = e.op('Reshape', [convKernelGradient(e, node, y), e.int64s([groups, ys.length, d])]);
-  const sums = ys.length === 1 ? [e.op('Reshape', [products, e.int64s([groups, d])])]
-    : [0, 1].map((i) => e.op('Reshape', [slice3(e, products, i), e.int64s([groups, d])]));
-  const withBias = (part: string, bias: () => string) => (layer.bias ? e.op('Concat', [part, e.unsqueeze(bias(), [1])], [A.int('axis', 1)]) : part);
-  const out: { abar?: string; av?: string } = {};
-  if (u) out.av = withBias(sums[0], () => e.reduce('ReduceSum', u!, [0, ...spatial], false));
-  if (ones) {
+  if (mean) {
+    // Σ over the batch first: every window's sum of x is the window's entries of Σ_n x, so the
+    // kernel gradient runs on one sample [1, C, spatial] instead of N.
+    const summed = e.reduce('ReduceSum', layer.input, [0], true);
+    e.g.types.set(summed, { dtype, shape: [1, ...e.shapeOf(layer.input).slice(1)] });
+    const hSum = e.g.fresh(`${layer.preactivation}/batch-sum`);
+    e.g.types.set(hSum, { dtype, shape: [1, ...e.shapeOf(layer.preactivation).slice(1)] });
+    const onSum: Node = { ...node, name: `${node.name}/batch-sum`, inputs: [summed, ...node.inputs.slice(1)], outputs: [hSum] };
+    const ones = e.op('Expand', [e.constant(1, dtype), shapeWith(e.int64s([1]), groups)]);
+    const sums = e.op('Reshape', [convKernelGradient(e, onSum, ones), e.int64s([groups, d])]);
     // Rows per group: N·T = size(h) / C_out.
     const perGroupRows = e.op('Div', [float(e.op('Size', [layer.preactivation])), e.constant(groups * layer.factors.g, dtype)]);
-    const total = withBias(sums[ys.length - 1], () => e.op('Mul', [e.constant(new Array(groups).fill(1), dtype), perGroupRows]));
+    const total = withBias(sums, () => e.op('Mul', [e.constant(new Array(groups).fill(1), dtype), perGroupRows]));
     out.abar = e.op('Div', [total, perGroupRows]);
   }
   return out;
-}
-
-/** Entry i along axis 1 of a [groups, 2, d] tensor. */
-function slice3(e: Emitter, x: string, i: number): string {
-  return e.opset >= 10 ? e.op('Slice', [x, e.int64s([i]), e.int64s([i + 1]), e.int64s([1])])
-    : e.op('Slice', [x], [A.ints('starts', [i]), A.ints('ends', [i + 1]), A.ints('axes', [1])]);
 }
 
 /** Columns [from, to) of a [groups, d_a] matrix. */
