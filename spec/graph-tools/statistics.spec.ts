@@ -48,6 +48,10 @@ const cases: Case[] = [
   convCase('Conv group 2 (one factor pair per group)', 4, 6, [4, 4], { kernel: [3, 3], groups: 2 }),
   convCase('depthwise Conv with a channel multiplier', 3, 6, [4, 4], { kernel: [2, 2], groups: 3, strides: [2, 2] }),
   convCase('1-D Conv, stride 2', 2, 3, [7], { kernel: [3], strides: [2], pads: [1, 1] }),
+  // Unit stride, one group: the Hessian action's shifted-window form, with pads on one side only,
+  // wider than the dilated kernel, and none.
+  convCase('Conv 3×2, unit stride, dilation [2,1], pads [0,2,3,0]', 2, 3, [6, 5], { kernel: [3, 2], pads: [0, 2, 3, 0], dilations: [2, 1] }, false),
+  convCase('1-D Conv, unit stride, pads [4,0] (wider than the kernel)', 2, 2, [5], { kernel: [3], pads: [4, 0] }),
   { name: 'Gemm with bias (transB)', build: (b) => b.gemm(b.node('Tanh', [b.gemm(b.input('x', ['N', 3], [N, 3]), 3, 4, { transB: true })]), 4, 2) },
   { name: 'Gemm without bias', build: (b) => b.gemm(b.node('Tanh', [b.gemm(b.input('x', ['N', 3], [N, 3]), 3, 4, { bias: 'none' })]), 4, 2) },
   { name: 'MatMul + bias on [N,2,3] (positions fold into rows)', build: (b) => b.gemm(b.node('Flatten', [b.node('Tanh', [b.matmul(b.input('x', ['N', 2, 3], [N, 2, 3]), 3, 4, { bias: 'vec' })])]), 8, 2) },
