@@ -32,6 +32,27 @@ export function buildFactoredStepGraph(model: onnx.ModelProto, spec: Spec, opt: 
   });
 }
 
+/**
+ * KFAC's step graph with its statistics pass inlined: the step's forward and backward, and the
+ * pass's backward from sampled targets with the EMAs of A and G as outputs. The pass's copy of the
+ * forward has the same inputs as the step's, so ORT's common-subexpression elimination runs the
+ * forward once (as the authors' code reuses it). The direction uses the preconditioners fed in.
+ */
+export function buildKfacStepGraph(model: onnx.ModelProto, spec: Spec, opt: Extract<FactoredOptimizer, { name: 'kfac' }>): StepGraph {
+  const step = buildFactoredStepGraph(model, spec, opt, false);
+  const stats = buildKfacStatisticsGraph(model, spec, step.layers, opt.options.fisher);
+  const g = step.training.graph;
+  const declared = new Set(g.inputs.map((i) => i.name));
+  for (const i of stats.graph.inputs) if (!declared.has(i.name)) declare(g, i.name, i.type.dtype, i.type.shape as number[], 'input');
+  const rename = g.inline(stats.graph, new Map(stats.graph.inputs.map((i) => [i.name, i.name])), 'kfqn:statistics:');
+  for (const l of step.layers) {
+    const { G, dg, da } = layerDims(l);
+    declare(g, kname.newA(l.name), step.dtype, [G, da, da], 'output', rename(kname.newA(l.name)));
+    declare(g, kname.newG(l.name), step.dtype, [G, dg, dg], 'output', rename(kname.newG(l.name)));
+  }
+  return { ...step, model: g.toModel() };
+}
+
 /** KFAC's statistics pass: the EMAs of A and G (no parameter gradients). */
 export function buildKfacStatisticsGraph(model: onnx.ModelProto, spec: Spec, layers: Layer[], fisher: 'sampled' | 'empirical'): TrainingGraph {
   return buildFactorEmaGraph(model, spec, layers, { gradientFactors: true, sampleTargets: fisher === 'sampled' });

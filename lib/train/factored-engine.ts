@@ -1,10 +1,11 @@
-// Drives KFAC and Shampoo (lib/optim/factored-graphs.ts). A step: refresh the factors on the
-// statistics interval (KFAC: its own pass with sampled targets; Shampoo: inside the step graph,
-// from the raw gradient), recompute the preconditioners on their interval, then one step-graph
-// run. Only the loss, the direction's squared norm and (KFAC) the statistics pass's loss are read
-// back.
-import { encodeModel, type onnx, type TrainingGraph, type TrainingGraphOptions } from '../../graph-tools/index.js';
-import { buildFactoredStepGraph, buildKfacStatisticsGraph, buildPreconditionerGraph } from '../optim/factored-graphs.js';
+// Drives KFAC and Shampoo (lib/optim/factored-graphs.ts). On a statistics step the step graph
+// also refreshes the factors (KFAC: a backward from sampled targets sharing the step's forward;
+// Shampoo: from the raw gradient); other steps run the same step without them. KFAC's inverses are
+// refreshed from the step's own statistics before its direction: on those steps the graph runs
+// once for the factors and once more for the step. Only the loss and the direction's squared norm
+// are read back.
+import { encodeModel, type onnx, type TrainingGraphOptions } from '../../graph-tools/index.js';
+import { buildFactoredStepGraph, buildKfacStepGraph, buildPreconditionerGraph } from '../optim/factored-graphs.js';
 import type { FactoredOptimizer } from '../optim/kfac.js';
 import { kname, layerDims, type StepGraph } from '../optim/preconditioned-step.js';
 import type { Backend, Session } from '../runtime/backend.js';
@@ -17,8 +18,7 @@ export class FactoredEngine extends PreconditionedEngine {
     backend: Backend,
     private readonly opt: FactoredOptimizer,
     graph: StepGraph,
-    private readonly sessions: { step: Session; plainStep?: Session; statistics?: Session; preconditioners: Session },
-    private readonly statistics: TrainingGraph | undefined,
+    private readonly sessions: { step: Session; plainStep?: Session; preconditioners: Session },
   ) {
     super(backend, graph);
     for (const l of graph.layers) {
@@ -34,17 +34,14 @@ export class FactoredEngine extends PreconditionedEngine {
     const source = spec.source ?? 'model';
     const label = opt.name === 'kfac' ? 'KFAC' : 'Shampoo';
     const session = (m: onnx.ModelProto, what: string) => backend.createSession(encodeModel(m), { name: `${label} ${what} of ${source}` });
-    const shampoo = opt.name === 'shampoo';
-    const graph = buildFactoredStepGraph(model, spec, opt, shampoo);
-    const statistics = opt.name === 'kfac' ? buildKfacStatisticsGraph(model, spec, graph.layers, opt.options.fisher) : undefined;
+    const graph = opt.name === 'kfac' ? buildKfacStepGraph(model, spec, opt) : buildFactoredStepGraph(model, spec, opt, true);
     const sessions = {
       step: await session(graph.model, 'step graph'),
-      // Shampoo between factor refreshes: the same step without the gradient products.
-      plainStep: shampoo && opt.options.statInterval > 1 ? await session(buildFactoredStepGraph(model, spec, opt, false).model, 'step graph') : undefined,
-      statistics: statistics ? await session(statistics.toModel(), 'statistics pass') : undefined,
+      // Between factor refreshes: the same step without the statistics.
+      plainStep: opt.options.statInterval > 1 ? await session(buildFactoredStepGraph(model, spec, opt, false).model, 'step graph') : undefined,
       preconditioners: await session(buildPreconditionerGraph(graph.layers, opt, graph.dtype), opt.name === 'kfac' ? 'inverses' : 'inverse roots'),
     };
-    return new FactoredEngine(backend, opt, graph, sessions, statistics);
+    return new FactoredEngine(backend, opt, graph, sessions);
   }
 
   get wantsWarmStart(): boolean { return this.opt.options.warmStart; }
@@ -65,30 +62,36 @@ export class FactoredEngine extends PreconditionedEngine {
     const o = this.opt.options;
     const statStep = this.t % o.statInterval === 0;
     const ema = { beta: o.statDecay, oneMinusBeta: 1 - o.statDecay };
-    if (this.opt.name === 'kfac') {
+    const every = this.opt.name === 'kfac' ? this.opt.options.inverseInterval : this.opt.options.rootInterval;
+    const refresh = this.opt.name === 'kfac' ? this.t % every === 0 || this.t < every : this.t > 0 && this.t % every === 0;
+    let factorsFromStep = statStep;
+    if (this.opt.name === 'kfac' && refresh) {
+      // KFAC inverts the factors with this step's statistics in them: factors first, then the step
+      // with the factors held (β = 1), or without statistics.
       if (statStep) await this.refreshFactors(data, ema, false);
-      const every = this.opt.options.inverseInterval;
-      if (this.t % every === 0 || this.t < every) await this.refreshPreconditioners();
-    } else if (this.t > 0 && this.t % this.opt.options.rootInterval === 0) {
+      await this.refreshPreconditioners();
+      factorsFromStep = false;
+    } else if (refresh) {
       await this.refreshPreconditioners();
     }
-    const session = statStep || !this.sessions.plainStep ? this.sessions.step : this.sessions.plainStep;
-    const scalars = { neglr: -this.opt.learningRate(this.t + 1), l2: o.decoupledWeightDecay ? 0 : o.weightDecay, decay: o.decoupledWeightDecay ? o.weightDecay : 0, rho: o.momentum, oneMinusRho: 1 - o.momentum, ...ema };
+    const held = { beta: 1, oneMinusBeta: 0 };
+    const session = factorsFromStep || !this.sessions.plainStep ? this.sessions.step : this.sessions.plainStep;
+    const scalars = { neglr: -this.opt.learningRate(this.t + 1), l2: o.decoupledWeightDecay ? 0 : o.weightDecay, decay: o.decoupledWeightDecay ? o.weightDecay : 0, rho: o.momentum, oneMinusRho: 1 - o.momentum, ...(factorsFromStep ? ema : held) };
     const out = await session.run(this.feeds(session, data, scalars));
     const loss = await this.scalar(out[this.training.outputs.loss]);
     // A non-finite loss (non-finite gradients) or direction (a broken preconditioner) skips the step.
     if (!Number.isFinite(loss) || !Number.isFinite(await this.scalar(out[kname.directionNorm]))) return { loss, skipped: true };
-    if (session === this.sessions.step && this.opt.name === 'shampoo') this.commitFactors(out);
+    if (factorsFromStep) this.commitFactors(out);
     this.commitStep(out);
     return { loss, skipped: false };
   }
 
-  /** KFAC: its statistics pass; Shampoo: the step graph's factor outputs (the step itself is dropped). */
+  /** The factors from the step graph's statistics outputs (the step itself is dropped). */
   private async refreshFactors(data: Feeds, scalars: { beta: number; oneMinusBeta: number }, warm: boolean): Promise<void> {
-    const session = this.sessions.statistics ?? this.sessions.step;
+    const session = this.sessions.step;
     const all = { ...scalars, neglr: 0, l2: 0, decay: 0, rho: 0, oneMinusRho: 1 };
     const outputs = this.stepGraph.layers.flatMap((l) => [kname.newA(l.name), kname.newG(l.name)]);
-    const loss = this.statistics?.outputs.loss ?? this.training.outputs.loss;
+    const loss = this.training.outputs.loss;
     const out = await session.run(this.feeds(session, data, all), [...outputs, loss]);
     // A batch with non-finite values must not poison the factors for good.
     if (!Number.isFinite(await this.scalar(out[loss]))) {
