@@ -67,7 +67,8 @@ type OptimizerName = (typeof OPTIMIZERS)[number];
  * (minibatch loss 0.48-0.79). A first 40 s sweep then put the best of KFAC (α 1, λ 0.01) and of
  * every quasi-Newton method (α 1, λ 0.1) on the grid's corner; 60-step probes of KF-QN(L) (mean of
  * the last 20 minibatch losses: α 1 λ 0.1 1.14, α 3 λ 0.1 0.84, α 1 λ 0.01 0.84, α 3 λ 0.01 0.76;
- * Adam α 3e-3 1.07) moved those grids to larger α and smaller λ.
+ * Adam α 3e-3 1.07) moved those grids to larger α and smaller λ. The KF-QN sweep's best points then
+ * sat at α 1–3, λ 0.01, the grid's small-λ edge: its grid now reaches λ 0.003 and α 10.
  */
 const SEARCH: Record<OptimizerName, { one: Hyper; grid: Record<string, number[]> }> = {
   sgd: { one: { lr: 0.03 }, grid: { lr: [0.01, 0.03, 0.1] } },
@@ -77,8 +78,8 @@ const SEARCH: Record<OptimizerName, { one: Hyper; grid: Record<string, number[]>
   shampoo: { one: { lr: 0.3, epsilon: 0.01 }, grid: { lr: [0.1, 0.3], epsilon: [1e-3, 1e-2] } },
   kbfgs: { one: { lr: 3, damping: 0.01 }, grid: { lr: [1, 3], damping: [0.01, 0.1] } },
   'kbfgs-l': { one: { lr: 3, damping: 0.01 }, grid: { lr: [1, 3], damping: [0.01, 0.1] } },
-  kfqn: { one: { lr: 3, damping: 0.01 }, grid: { lr: [1, 3], damping: [0.01, 0.1] } },
-  'kfqn-l': { one: { lr: 3, damping: 0.01 }, grid: { lr: [1, 3], damping: [0.01, 0.1] } },
+  kfqn: { one: { lr: 3, damping: 0.01 }, grid: { lr: [1, 3, 10], damping: [0.003, 0.01] } },
+  'kfqn-l': { one: { lr: 3, damping: 0.01 }, grid: { lr: [1, 3, 10], damping: [0.003, 0.01] } },
 };
 
 /**
