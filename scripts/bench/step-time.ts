@@ -1,5 +1,5 @@
 // Seconds per training step against the floor of one forward+backward pass of the same graph.
-// Usage: npx tsx scripts/bench/step-time.ts [--model models/mnist-autoencoder.onnx|models/resnet-small.onnx] [--ep cpu|wasm|webgpu] [--batch 1000|128] [--steps 20] [--optimizer sgd|adam|rmsprop|kfac|shampoo|kbfgs|kbfgs-l|kfqn|kfqn-l|kfqn-l-lbfgs]
+// Usage: npx tsx scripts/bench/step-time.ts [--model models/mnist-autoencoder.onnx|models/resnet-small.onnx] [--ep cpu|wasm|webgpu] [--batch 1000|128] [--steps 20] [--optimizer sgd|adam|rmsprop|kfac|kfac-cnn|shampoo|kbfgs|kbfgs-l|kfqn|kfqn-l|kfqn-l-lbfgs]
 // Prints one JSON object.
 import { parseArgs } from 'node:util';
 import { buildTrainingGraph, encodeModel } from '../../graph-tools/index.js';
@@ -44,6 +44,8 @@ const optimizers = {
   rmsprop: () => rmsprop({ lr: 1e-3 }),
   kbfgs: () => kbfgs({ lr: 0.3, damping: 0.3, warmStart: false }), 'kbfgs-l': () => kbfgsL({ lr: 0.3, damping: 0.3, warmStart: false }),
   kfac: () => kfac({ warmStart: false }), shampoo: () => shampoo({ warmStart: false }),
+  // The authors' CNN frequencies (ALGORITHMS.md §7.4): factors every 10 steps, inverses every 100.
+  'kfac-cnn': () => kfac({ warmStart: false, statInterval: 10, inverseInterval: 100 }),
   kfqn: () => kfqn({ lr: 0.3, damping: 0.3 }), 'kfqn-l': () => kfqnL({ lr: 0.3, damping: 0.3 }), 'kfqn-l-lbfgs': () => kfqnL({ lr: 0.3, damping: 0.3, aSide: 'lbfgs' }),
 };
 // KFAC and Shampoo refresh their preconditioners every `interval` steps: time whole intervals
