@@ -1,11 +1,11 @@
 // GFLOP/s of the Kronecker optimizers' own matrix work on the paper's autoencoder layer shapes,
 // against the GFLOP/s of one large ORT MatMul on the same execution provider (the reference the
 // issue sets: ≥ 60%). The work, per layer (d_g × d_a, batch M): the batch factor A = ÃᵀÃ/M
-// (2·M·d_a² flops), the direction H_g·X·H_a (2·d_g²·d_a + 2·d_g·d_a²), and KFAC's G = gᵀg/M
-// (2·M·d_g²). Each kind runs as one graph over all layers, with random inputs.
+// (2·M·d_a² flops), the direction H_g·X·H_a (2·d_g²·d_a + 2·d_g·d_a²), KFAC's G = gᵀg/M
+// (2·M·d_g²), and K-BFGS(L)'s L-BFGS H_g·X. Each kind runs as one graph over all layers, with random inputs.
 // Usage: npx tsx scripts/bench/matrix-work.ts [--ep cpu|wasm|webgpu] [--batch 1000] [--runs 10]
 import { parseArgs } from 'node:util';
-import { emitPrecondition, encodeModel, kernelModel, type Emitter } from '../../graph-tools/index.js';
+import { emitLbfgsApply, emitPrecondition, encodeModel, kernelModel, type Emitter } from '../../graph-tools/index.js';
 import { createBackend, type ExecutionProvider, type Tensor } from '../../lib/runtime/index.js';
 import { machine, median, timeRuns } from './common.js';
 
@@ -42,6 +42,11 @@ const work = [
   await measure('direction H_g·X·H_a', layers.flatMap((l, i) => [{ name: `hg${i}`, dims: [1, l.dg, l.dg] }, { name: `x${i}`, dims: [1, l.dg, l.da] }, { name: `ha${i}`, dims: [1, l.da, l.da] }]),
     (e, ...xs) => Object.fromEntries(layers.map((_, i) => [`D${i}`, emitPrecondition(e, xs[3 * i], xs[3 * i + 1], xs[3 * i + 2])])),
     layers.reduce((s, l) => s + 2 * l.dg ** 2 * l.da + 2 * l.dg * l.da ** 2, 0)),
+  // K-BFGS(L)'s G side: the compact L-BFGS operator on X [d_g, d_a] with p = 100 pairs (8·p·d_g·d_a
+  // flops in four products, 2·p²·d_g for S·Yᵀ; the p × p float64 work is not counted).
+  await measure('L-BFGS H_g·X (compact, p 100)', layers.flatMap((l, i) => [{ name: `x${i}`, dims: [l.dg, l.da] }, { name: `s${i}`, dims: [100, l.dg] }, { name: `y${i}`, dims: [100, l.dg] }, { name: `r${i}`, dims: [100] }]),
+    (e, ...xs) => Object.fromEntries(layers.map((_, i) => [`D${i}`, emitLbfgsApply(e, xs[4 * i], xs[4 * i + 1], xs[4 * i + 2], xs[4 * i + 3], 1, { memory: 100, dtype: 'float32' })])),
+    layers.reduce((s, l) => s + 8 * 100 * l.dg * l.da + 2 * 100 ** 2 * l.dg, 0)),
 ];
 console.log(JSON.stringify({
   bench: 'matrix-work', ep: values.ep, batch: M, reference,
