@@ -68,7 +68,9 @@ type OptimizerName = (typeof OPTIMIZERS)[number];
  * every quasi-Newton method (α 1, λ 0.1) on the grid's corner; 60-step probes of KF-QN(L) (mean of
  * the last 20 minibatch losses: α 1 λ 0.1 1.14, α 3 λ 0.1 0.84, α 1 λ 0.01 0.84, α 3 λ 0.01 0.76;
  * Adam α 3e-3 1.07) moved those grids to larger α and smaller λ. The KF-QN sweep's best points then
- * sat at α 1–3, λ 0.01, the grid's small-λ edge: its grid now reaches λ 0.003 and α 10.
+ * sat at α 1–3, λ 0.01, the grid's small-λ edge: its grid now reaches λ 0.003 and α 10. There
+ * KF-QN's best was α 1, λ 0.003 (0.567; α 10 diverges), and a probe of α 0.5–2 × λ 0.0003–0.001
+ * (--out elsewhere) found nothing better (0.575–0.70; α 2, λ 0.0003 diverged).
  */
 const SEARCH: Record<OptimizerName, { one: Hyper; grid: Record<string, number[]> }> = {
   sgd: { one: { lr: 0.03 }, grid: { lr: [0.01, 0.03, 0.1] } },
