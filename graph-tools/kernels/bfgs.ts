@@ -31,9 +31,13 @@ export interface BfgsUpdate {
  * sᵀy ≤ threshold·‖s‖²·‖r‖ (r = ḡ on the G side, ā on the A side; pass null for no reference)
  * or H⁺ could hold a non-finite entry; a NaN anywhere in s, y or r also leads to a skip, since
  * every comparison with NaN is false.
- * The d × d work is memory-bound, so it is kept to one outer product, one transpose and two adds:
- * the decisions gate the d-vectors, not the matrix. N + Nᵀ is exactly symmetric, so a symmetric H
- * stays exactly symmetric (§9.5) without re-symmetrising; emitRegularizedInverse symmetrises H_a⁰.
+ * The d × d work is memory-bound, so it is one Gemm with H as its C input (one read of H, one
+ * write): the decisions gate the d-vectors, not the matrix. The rank-2 term s wᵀ + w sᵀ is fed as
+ * ½(u uᵀ − v vᵀ) with u = ts + w/t, v = ts − w/t: each entry (i, j) then sees the same products in
+ * the same order as (j, i), so a symmetric H stays exactly symmetric (§9.5) without
+ * re-symmetrising (s wᵀ + w sᵀ as two rank-1 terms would not), and t = √(‖w‖/‖s‖) balances the two
+ * so that the difference loses no more than the direct products would. emitRegularizedInverse
+ * symmetrises H_a⁰.
  */
 export function emitBfgsInverseUpdate(e: Emitter, H: string, s: string, y: string, r: string | null, opts: BfgsUpdateOptions = {}): BfgsUpdate {
   const dtype = opts.dtype ?? e.dtypeOf(H);
@@ -60,9 +64,16 @@ export function emitBfgsInverseUpdate(e: Emitter, H: string, s: string, y: strin
   const zero = k(0);
   const sGated = e.op('Where', [accept, s, zero]);
   const wGated = e.op('Where', [accept, w, zero]);
-  const N = e.op('Mul', [e.unsqueeze(sGated, [1]), e.unsqueeze(wGated, [0])]);
+  const sNorm = e.op('Sqrt', [dot(e, sGated, sGated)]);
+  const wNorm = e.op('Sqrt', [dot(e, wGated, wGated)]);
+  const balanced = e.op('And', [e.op('Greater', [sNorm, zero]), e.op('Greater', [wNorm, zero])]);
+  const t = e.op('Where', [balanced, e.op('Sqrt', [e.op('Div', [wNorm, e.op('Where', [balanced, sNorm, k(1)])])]), k(1)]);
+  const ts = e.op('Mul', [sGated, t]);
+  const wt = e.op('Div', [wGated, t]);
+  const uv = e.op('Concat', [e.unsqueeze(e.op('Add', [ts, wt]), [1]), e.unsqueeze(e.op('Sub', [ts, wt]), [1])], [A.int('axis', 1)]); // [d, 2]
+  const halves = e.op('Mul', [uv, e.constant([0.5, -0.5], dtype, [1, 2])]);
   return {
-    H: e.op('Add', [H, e.op('Add', [N, transpose(e, N)])]),
+    H: e.op('Gemm', [uv, halves, H], [A.int('transA', 0), A.int('transB', 1)]),
     accepted: e.op('Where', [accept, k(1), k(0)]),
     sTy,
   };
@@ -198,10 +209,6 @@ export function kernelModel(
 /** xᵀy of two [d] vectors as a scalar. */
 function dot(e: Emitter, x: string, y: string): string {
   return e.reduce('ReduceSum', e.op('Mul', [x, y]), null, false);
-}
-
-function transpose(e: Emitter, m: string): string {
-  return e.op('Transpose', [m], [A.ints('perm', [1, 0])]);
 }
 
 /** Scalar bool: every entry of m is finite. x − x is 0 for finite x and NaN otherwise, and NaN < 1 is false. */
