@@ -94,15 +94,14 @@ export function emitLayerStatistics(g: Graph, e: Emitter, layer: Layer, grads: G
   // and Ãᵀu = [Xᵀu | Σu] (a copy of X with a column appended, and its transpose, cost as much as
   // the products).
   const d = layer.inFeatures;
-  const split = (v: string, from: number, to: number) => e.op('Slice', [v, e.int64s([from]), e.int64s([to]), e.int64s([1])]);
   if (req.means || req.actionVector) {
     const mean = e.reduce('ReduceMean', rows, [1], false); // [1, d]
     out.abar = layer.bias ? e.op('Concat', [mean, e.constant(1, dtype, [1, 1])], [A.int('axis', 1)]) : mean;
   }
   if (req.hessianAction) {
     const v = req.actionVector ? req.actionVector(e, layer, out.abar!) : out.v!; // [1, d_a]
-    let u = e.op('MatMul', [rows, e.unsqueeze(layer.bias ? split(v, 0, d) : v, [2])]); // [1, R, 1]
-    if (layer.bias) u = e.op('Add', [u, e.unsqueeze(split(v, d, d + 1), [2])]);
+    let u = e.op('MatMul', [rows, e.unsqueeze(layer.bias ? slice2(e, v, 0, d) : v, [2])]); // [1, R, 1]
+    if (layer.bias) u = e.op('Add', [u, e.unsqueeze(slice2(e, v, d, d + 1), [2])]);
     const Xtu = e.op('Reshape', [e.op('MatMul', [e.op('Reshape', [u, e.int64s([1, 1, -1])]), rows]), e.int64s([1, d])]);
     const av = layer.bias ? e.op('Concat', [Xtu, e.op('Reshape', [e.reduce('ReduceSum', u, [1], false), e.int64s([1, 1])])], [A.int('axis', 1)]) : Xtu;
     out.av = perSample(av);
