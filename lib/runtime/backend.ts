@@ -46,7 +46,11 @@ export interface OrtModule {
 
 /** A Backend over one ORT package and one execution provider. */
 export class OrtBackend implements Backend {
-  constructor(readonly ep: ExecutionProvider, private readonly ort: OrtModule) {}
+  /**
+   * With `profileDir`, every session writes ORT's per-node profile (JSON, one file per session,
+   * named after it) there when released; `scripts/bench/ort-profile.ts` sums one up.
+   */
+  constructor(readonly ep: ExecutionProvider, private readonly ort: OrtModule, private readonly profileDir?: string) {}
 
   async createSession(model: Uint8Array, options: SessionOptions): Promise<Session> {
     try {
@@ -59,6 +63,7 @@ export class OrtBackend implements Backend {
         // run: off, an Adam step of the autoencoder went from 60 to 55 ms and a K-BFGS step from 215
         // to 168 ms (scripts/bench/step-time.ts, 2 cores).
         extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+        ...(this.profileDir ? { enableProfiling: true, profileFilePrefix: `${this.profileDir}/${options.name.replace(/\W+/g, '_')}` } : {}),
       });
       return new CheckedSession(options.name, s);
     } catch (e) {

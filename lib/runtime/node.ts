@@ -5,11 +5,15 @@ import { availableParallelism } from 'node:os';
 import { OrtBackend, RuntimeError, type Backend, type ExecutionProvider, type OrtModule } from './backend.js';
 import { createWebBackend } from './web.js';
 
-/** Creates the backend for an execution provider; one that cannot start fails at its first session, saying what is missing. */
+/**
+ * Creates the backend for an execution provider; one that cannot start fails at its first session,
+ * saying what is missing. With KFQN_ORT_PROFILE=DIR in the environment, onnxruntime-node's sessions
+ * write their per-node profiles to DIR (a development aid: profiling slows every run).
+ */
 export async function createBackend(ep: ExecutionProvider = 'cpu'): Promise<Backend> {
   switch (ep) {
     case 'cpu': case 'cuda': case 'webgpu':
-      return new OrtBackend(ep, ortNode as unknown as OrtModule);
+      return new OrtBackend(ep, ortNode as unknown as OrtModule, process.env.KFQN_ORT_PROFILE || undefined);
     case 'wasm':
       return createWebBackend('wasm', { numThreads: Math.min(4, availableParallelism()) });
     default:
