@@ -111,7 +111,8 @@ function compact(e: Emitter, X: string, S: string, Y: string, rho: string, gamma
  * R⁻¹ for an upper-triangular R [n, n] with a nonzero diagonal, by block recursion done level by
  * level over all diagonal blocks at once (batched MatMuls): with R padded to n0 = 2^m by an
  * identity, the inverse of [[A, B], [0, C]] is [[A⁻¹, −A⁻¹·B·C⁻¹], [0, C⁻¹]], from the 1 × 1
- * blocks 1/r_ii up. About 12 nodes per level and log2(n0) levels, no sequential pass per row.
+ * blocks 1/r_ii up. Eight nodes per level (the blocks of −R by one Gather each) and log2(n0) levels, no
+ * sequential pass per row.
  */
 export function emitUpperTriangularInverse(e: Emitter, R: string, n: number, dtype: DataType): string {
   let n0 = 1;
@@ -120,18 +121,21 @@ export function emitUpperTriangularInverse(e: Emitter, R: string, n: number, dty
     e.op('Pad', [R, e.int64s([0, 0, n0 - n, n0 - n])]),
     e.constant(Array.from({ length: n0 * n0 }, (_, i) => (Math.floor(i / n0) === i % n0 && i % n0 >= n ? 1 : 0)), dtype, [n0, n0]),
   ]);
-  const diag = e.reduce('ReduceSum', e.op('Mul', [padded, e.constant(identity(n0), dtype, [n0, n0])]), [1], false);
-  let inv = e.op('Reshape', [e.op('Div', [e.constant(1, dtype), diag]), e.int64s([n0, 1, 1])]); // [n0/b, b, b]
+  // −R flattened: every level gathers its blocks −B from it by precomputed indices (one node).
+  const negFlat = e.op('Reshape', [e.op('Neg', [padded]), e.int64s([n0 * n0])]);
+  const gather = (indices: number[], dims: number[]) => e.op('Gather', [negFlat, e.constant(indices, 'int64', dims)], [A.int('axis', 0)]);
+  const negDiag = gather(Array.from({ length: n0 }, (_, i) => i * (n0 + 1)), [n0, 1, 1]);
+  let inv = e.op('Div', [e.constant(-1, dtype), negDiag]); // [n0/b, b, b]: the inverted diagonal blocks
   for (let b = 1; b < n0; b *= 2) {
     const pairs = n0 / (2 * b);
-    const halves = e.op('Reshape', [inv, e.int64s([pairs, 2, b, b])]);
-    const Ainv = e.op('Gather', [halves, e.constant(0, 'int64')], [A.int('axis', 1)]);
-    const Cinv = e.op('Gather', [halves, e.constant(1, 'int64')], [A.int('axis', 1)]);
-    // B of pair i: rows 2ib..2ib+b−1, columns 2ib+b..2ib+2b−1 of the padded R.
-    const blocks = e.op('Reshape', [e.op('Transpose', [e.op('Reshape', [padded, e.int64s([pairs, 2 * b, pairs, 2 * b])])], [A.ints('perm', [0, 2, 1, 3])]), e.int64s([pairs * pairs, 2 * b, 2 * b])]);
-    const diagonal = e.op('Gather', [blocks, e.int64s(Array.from({ length: pairs }, (_, i) => i * (pairs + 1)))], [A.int('axis', 0)]);
-    const B = e.op('Slice', [diagonal, e.int64s([0, b]), e.int64s([b, 2 * b]), e.int64s([1, 2])]);
-    const off = e.op('Neg', [e.op('MatMul', [e.op('MatMul', [Ainv, B]), Cinv])]);
+    const everyOther = (first: number) => e.op('Slice', [inv, e.int64s([first]), e.int64s([n0 / b]), e.int64s([0]), e.int64s([2])]);
+    const [Ainv, Cinv] = [everyOther(0), everyOther(1)];
+    // −B of pair i: rows 2ib..2ib+b−1, columns 2ib+b..2ib+2b−1 of the padded R.
+    const negB = gather(Array.from({ length: pairs * b * b }, (_, j) => {
+      const i = Math.floor(j / (b * b)); const r = Math.floor(j / b) % b; const c = j % b;
+      return (2 * i * b + r) * n0 + 2 * i * b + b + c;
+    }), [pairs, b, b]);
+    const off = e.op('MatMul', [e.op('MatMul', [Ainv, negB]), Cinv]);
     const top = e.op('Concat', [Ainv, off], [A.int('axis', 2)]);
     const bottom = e.op('Concat', [e.constant(new Array<number>(pairs * b * b).fill(0), dtype, [pairs, b, b]), Cinv], [A.int('axis', 2)]);
     inv = e.op('Concat', [top, bottom], [A.int('axis', 1)]);
