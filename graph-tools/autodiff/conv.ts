@@ -260,11 +260,36 @@ export function convKernelGradient(e: Emitter, node: Node, dY: string): string {
   return e.op('Transpose', [conv], [A.ints('perm', [1, 0, ...axes])]);
 }
 
+/**
+ * ∂L/∂X of a unit-stride Conv as a Conv: dY correlated with the kernel flipped in space, its
+ * input and output channels swapped per group, padded by d(k−1) − p on each side. ORT's CPU runs
+ * this 2.7× faster than the equivalent ConvTranspose (2.8 against 7.6 ms for 16 → 16 channels,
+ * 3×3, at 128 × 28 × 28). Undefined for strides, or for pads wider than the dilated kernel
+ * (negative pads): those keep the ConvTranspose.
+ */
+function unitStrideInputGradient(e: Emitter, node: Node, dY: string): string | undefined {
+  const { a, axes, g, geo } = convGeometry(e, node);
+  const reach = a.kernel.map((k, i) => (k - 1) * a.dilations[i]);
+  if (a.strides.some((st) => st !== 1) || geo.some((q, i) => q.pb > reach[i] || q.pe > reach[i])) return undefined;
+  const [cOut, cg] = e.shapeOf(node.inputs[1]) as number[];
+  const w = node.inputs[1];
+  // W [C_out, C_in/g, k...] → W' [C_in, C_out/g, k...], entry ((j, c), o) = W[j·C_out/g + o, c].
+  const swapped = g === 1 ? e.op('Transpose', [w], [A.ints('perm', [1, 0, ...axes])])
+    : e.op('Reshape', [e.op('Transpose', [e.op('Reshape', [w, e.int64s([g, cOut / g, cg, ...a.kernel])])], [A.ints('perm', [0, 2, 1, ...axes.map((ax) => ax + 1)])]),
+      e.int64s([g * cg, cOut / g, ...a.kernel])]);
+  const flipped = e.op('Slice', [swapped, e.int64s(axes.map(() => -1)), e.int64s(axes.map(() => -(2 ** 62))), e.int64s(axes), e.int64s(axes.map(() => -1))]);
+  return e.op('Conv', [dY, flipped], [
+    A.ints('kernel_shape', a.kernel), A.ints('dilations', a.dilations), A.int('group', g),
+    A.ints('pads', [...geo.map((q, i) => reach[i] - q.pb), ...geo.map((q, i) => reach[i] - q.pe)]),
+  ]);
+}
+
 registerGradient(['Conv'], [0, 1, 2], (e, node, [dY], wanted) => {
   const { a, axes, xs, g, fail, geo } = convGeometry(e, node);
   const [x, w, b] = node.inputs;
   let dX: string | undefined;
-  if (wanted[0]) {
+  if (wanted[0]) dX = unitStrideInputGradient(e, node, dY!);
+  if (wanted[0] && !dX) {
     const attrs = [
       A.ints('kernel_shape', a.kernel), A.ints('strides', a.strides), A.ints('dilations', a.dilations), A.int('group', g),
       A.ints('pads', [...geo.map((q) => q.pb), ...geo.map((q) => q.pe)]),

@@ -248,6 +248,19 @@ const cases: Case[] = [
     name: 'two convs with Relu between (dX of the second): stride 2 asym pads → group 2 stride 2',
     build: (s) => img(s, 2, 7, 6).conv(2, 4, [3, 3], { strides: [2, 2], pads: [1, 0, 1, 1] }).relu().conv(4, 4, [2, 2], { group: 2, strides: [2, 2], pads: [0, 1, 1, 0] }),
   },
+  // dX of a unit-stride conv is a Conv with the flipped, channel-swapped kernel:
+  {
+    name: 'unit-stride dX: conv → Relu → conv group 2 (2 in, 3 out a group), dilation [2,1], pads [2,0,1,1]',
+    build: (s) => img(s, 2, 7, 6).conv(2, 4, [3, 3], { pads: [1, 1, 1, 1] }).relu().conv(4, 6, [3, 3], { group: 2, dilations: [2, 1], pads: [2, 0, 1, 1] }),
+  },
+  {
+    name: 'unit-stride dX: conv → Relu → conv SAME_UPPER with an even kernel (pads [1,1,2,1])',
+    build: (s) => img(s, 2, 6, 5).conv(2, 3, [3, 3], { pads: [1, 1, 1, 1] }).relu().conv(3, 2, [4, 3], { autoPad: 'SAME_UPPER' }),
+  },
+  {
+    name: 'unit stride with pads wider than the kernel reach (pads 2, 2×2 kernel): dX by ConvTranspose',
+    build: (s) => img(s, 2, 5, 5).conv(2, 3, [3, 3], { pads: [1, 1, 1, 1] }).relu().conv(3, 2, [2, 2], { pads: [2, 2, 2, 2] }),
+  },
   {
     name: 'two 1-D convs with Relu between, the second depthwise with dilation',
     build: (s) => new Net(s, ['N', 2, 12], [N, 2, 12]).conv(2, 3, [3], { pads: [1, 1] }).relu().conv(3, 3, [3], { group: 3, dilations: [2], strides: [2] }),
@@ -289,7 +302,7 @@ describe('autodiff: Conv backward against the float64 reference', function () {
     });
   });
 
-  it('emits a small graph: dW as Transpose·Transpose·Conv·Transpose (+2 for groups), dX as one ConvTranspose, dB as one ReduceSum', () => {
+  it('emits a small graph: dW as Transpose·Transpose·Conv·Transpose (+2 for groups), dX as one ConvTranspose (strided) or a Conv with the flipped kernel (unit stride), dB as one ReduceSum', () => {
     const ops = (net: Net) => {
       const counts = new Map<string, number>();
       for (const n of buildTrainingGraph(net.model(), MSE).graph.nodes) counts.set(n.opType, (counts.get(n.opType) ?? 0) + 1);
@@ -298,8 +311,15 @@ describe('autodiff: Conv backward against the float64 reference', function () {
     // The input needs no gradient, so the single conv emits no ConvTranspose.
     expect(ops(img(1, 3, 6, 6).conv(3, 4, [3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] })))
       .to.deep.equal({ Conv: 2, ConvTranspose: 0, Transpose: 3, Reshape: 0, Slice: 0, Shape: 0 });
+    // The second conv (unit stride) gives dX as Transpose (W's channels) · Slice (flip) · Conv.
     expect(ops(img(1, 4, 6, 6).conv(4, 6, [3, 3], { group: 2, strides: [2, 2], pads: [1, 1, 1, 1] }).relu().conv(6, 2, [3, 3], { pads: [1, 1, 1, 1] })))
-      .to.deep.equal({ Conv: 4, ConvTranspose: 1, Transpose: 6, Reshape: 2, Slice: 0, Shape: 0 });
+      .to.deep.equal({ Conv: 5, ConvTranspose: 0, Transpose: 7, Reshape: 2, Slice: 1, Shape: 0 });
+    // Strided: the ConvTranspose stays.
+    expect(ops(img(1, 4, 6, 6).conv(4, 6, [3, 3], { pads: [1, 1, 1, 1] }).relu().conv(6, 2, [3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] })))
+      .to.include({ ConvTranspose: 1 });
+    // Pads wider than the kernel's reach (3 > 2·1) would need negative pads: the ConvTranspose stays.
+    expect(ops(img(1, 4, 6, 6).conv(4, 6, [3, 3], { pads: [1, 1, 1, 1] }).relu().conv(6, 2, [3, 3], { pads: [3, 3, 3, 3] })))
+      .to.include({ ConvTranspose: 1 });
     // Past the last window along W (6 + 0 − 3 = 3, odd with stride 2): the dW Conv overshoots by a column, cropped.
     expect(ops(img(1, 2, 7, 6).conv(2, 3, [3, 3], { strides: [2, 2] }))).to.include({ Slice: 1 });
     // Dynamic H and W with stride 2: dX is cropped to X's run-time size, read with Shape.
