@@ -2,8 +2,9 @@
 //  - step: forward/backward, momentum, D = H_g·X·H_a with the current preconditioners, θ⁺;
 //    Shampoo's step graph also refreshes its factors L ← βL + (1−β)·X_gX_gᵀ, R likewise with X_gᵀX_g
 //    from the raw gradient X_g (the graph without them serves steps between refreshes);
-//  - KFAC statistics: a forward and a backward from targets sampled from the model (or the data's
-//    targets), the EMAs of A = (1/M)ÃᵀÃ and G = (1/(M·T))Σ g gᵀ;
+//  - KFAC statistics: a backward from targets sampled from the model (or the data's targets), the
+//    EMAs of A = (1/M)ÃᵀÃ and G = (1/(M·T))Σ g gᵀ, inlined into KFAC's step graph so that both
+//    backward passes share one forward;
 //  - preconditioners: KFAC (F + √λ·I)⁻¹ per factor, Shampoo (F + ε·I)^(−1/4).
 import {
   A, emitInverseRoot, emitPrecondition, emitRegularizedInverse, type DataType, type Layer, type onnx,
