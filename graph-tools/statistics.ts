@@ -88,14 +88,19 @@ export function emitLayerStatistics(g: Graph, e: Emitter, layer: Layer, grads: G
     if (!req.factors) return out;
   }
   const rows = layer.kind === 'conv' ? convRows(e, layer, node) : linearRows(e, layer);
-  if (req.factors) out.a = perSample(gramWithOnes(e, layer, rows));
+  // Σ of the rows and their number, shared by the A factor's border and a linear layer's ā.
+  let sums: string | undefined;
+  let count: string | undefined;
+  const rowSums = () => (sums ??= e.reduce('ReduceSum', rows, [1], true)); // [G, 1, d]
+  const rowCount = () => (count ??= e.op('Cast', [e.op('Gather', [e.op('Shape', [rows]), e.int64s([1])], [A.int('axis', 0)])], [A.int('to', dtype === 'float64' ? 11 : 1)]));
+  if (req.factors) out.a = perSample(gramWithOnes(e, layer, rows, rowSums, rowCount));
   if (layer.kind === 'conv' || !(req.means || req.hessianAction)) return out;
   // A linear layer's Ã = [X | 1] is never formed: ā = [mean of X's rows | 1], Ã·v = X·v_w + v_b
   // and Ãᵀu = [Xᵀu | Σu] (a copy of X with a column appended, and its transpose, cost as much as
   // the products).
   const d = layer.inFeatures;
   if (req.means || req.actionVector) {
-    const mean = e.reduce('ReduceMean', rows, [1], false); // [1, d]
+    const mean = e.op('Reshape', [e.op('Div', [rowSums(), rowCount()]), e.int64s([1, d])]);
     out.abar = layer.bias ? e.op('Concat', [mean, e.constant(1, dtype, [1, 1])], [A.int('axis', 1)]) : mean;
   }
   if (req.hessianAction) {
@@ -296,16 +301,14 @@ function identityConvRows(e: Emitter, layer: Layer, node: Node): string {
  * ÃᵀÃ per group for Ã = [X | 1] without copying X into Ã: [[XᵀX, Xᵀ1], [1ᵀX, R]]. One group is a
  * Gemm with transA (no transposed copy of the R × d rows).
  */
-function gramWithOnes(e: Emitter, layer: Layer, rows: string): string {
+function gramWithOnes(e: Emitter, layer: Layer, rows: string, rowSums: () => string, rowCount: () => string): string {
   const { groups, inFeatures: d } = layer;
-  const dtype = e.dtypeOf(layer.input);
   const single = groups === 1 ? e.op('Reshape', [rows, e.int64s([-1, d])]) : undefined;
   const gram = single ? e.unsqueeze(e.gemm(single, single, true, false), [0])
     : e.op('MatMul', [e.op('Transpose', [rows], [A.ints('perm', [0, 2, 1])]), rows]);
   if (!layer.bias) return gram;
-  const sums = e.reduce('ReduceSum', rows, [1], true); // [G, 1, d]
-  const count = e.op('Cast', [e.op('Gather', [e.op('Shape', [rows]), e.int64s([1])], [A.int('axis', 0)])], [A.int('to', dtype === 'float64' ? 11 : 1)]);
-  const corner = e.op('Expand', [e.op('Reshape', [count, e.int64s([1, 1, 1])]), e.int64s([groups, 1, 1])]);
+  const sums = rowSums();
+  const corner = e.op('Expand', [e.op('Reshape', [rowCount(), e.int64s([1, 1, 1])]), e.int64s([groups, 1, 1])]);
   const top = e.op('Concat', [gram, e.op('Transpose', [sums], [A.ints('perm', [0, 2, 1])])], [A.int('axis', 2)]);
   const bottom = e.op('Concat', [sums, corner], [A.int('axis', 2)]);
   return e.op('Concat', [top, bottom], [A.int('axis', 1)]);
