@@ -8,7 +8,7 @@
 //   A·v    = (1/M) Ãᵀ(Ã v)                  for v fed as an input, without forming A
 //   G      = (1/(M·T)) Σ g gᵀ               over batch and positions (KFAC's second factor)
 import type { Gradients } from './autodiff/index.js';
-import { axisPads, convAttrs, convKernelGradient } from './autodiff/conv.js';
+import { axisPads, convAttrs, convGeometry, convKernelGradient } from './autodiff/conv.js';
 import type { Emitter } from './ir/emitter.js';
 import { A, attr, GraphError, type Graph, type Node } from './ir/graph.js';
 import type { Layer } from './layers.js';
@@ -191,25 +191,21 @@ function convPatchProducts(e: Emitter, layer: Layer, node: Node, mean: boolean, 
  * for a 16-channel 3×3 layer at 128 × 28 × 28). Undefined where this does not apply.
  */
 function unitStrideTransposedAction(e: Emitter, layer: Layer, node: Node, u: string): string | undefined {
-  const xs = e.shapeOf(layer.input);
+  const { a, axes, xs, cg, g, geo } = convGeometry(e, node);
   const sizes = xs.slice(2);
-  const k = layer.kernel!;
-  const a = convAttrs(node, e.shapeOf(node.inputs[1]), (m) => { throw new GraphError(`node '${node.name}' (Conv): ${m}`); });
-  if (layer.groups !== 1 || a.strides.some((s) => s !== 1) || !sizes.every((n): n is number => typeof n === 'number') || typeof xs[1] !== 'number') return undefined;
-  const pads = sizes.map((n, i) => axisPads(a, i, n)!);
+  if (g !== 1 || geo.some((q) => q.s !== 1) || !sizes.every((n): n is number => typeof n === 'number')) return undefined;
   // u padded so that every window a − κd + p, a ∈ [0, n), lies inside: before by (k−1)d − p, after by (k−1)d − p_end.
-  const before = k.map((kk, i) => Math.max(0, (kk - 1) * a.dilations[i] - pads[i][0]));
-  const after = k.map((kk, i) => Math.max(0, (kk - 1) * a.dilations[i] - pads[i][1]));
+  const before = geo.map((q) => Math.max(0, q.reach - q.pb));
+  const after = geo.map((q) => Math.max(0, q.reach - q.pe));
   const padded = e.op('Pad', [u, e.int64s([0, 0, ...before, 0, 0, ...after])]);
-  const offsets: number[][] = k.reduce<number[][]>((acc, kk) => acc.flatMap((o) => Array.from({ length: kk }, (_, j) => [...o, j])), [[]]);
-  const axes = sizes.map((_, i) => i + 2);
+  const offsets: number[][] = a.kernel.reduce<number[][]>((acc, kk) => acc.flatMap((o) => Array.from({ length: kk }, (_, j) => [...o, j])), [[]]);
   const windows = offsets.map((o) => {
-    const starts = o.map((kappa, i) => pads[i][0] - kappa * a.dilations[i] + before[i]);
+    const starts = o.map((kappa, i) => geo[i].pb - kappa * geo[i].d + before[i]);
     return e.op('Slice', [padded, e.int64s(starts), e.int64s(starts.map((st, i) => st + sizes[i])), e.int64s(axes)]);
   });
   const positions = sizes.reduce((x, y) => x * y, 1);
   const U = e.op('Reshape', [windows.length === 1 ? windows[0] : e.op('Concat', windows, [A.int('axis', 1)]), e.int64s([0, windows.length, positions])]);
-  const X = e.op('Reshape', [layer.input, e.int64s([0, xs[1], positions])]);
+  const X = e.op('Reshape', [layer.input, e.int64s([0, cg, positions])]);
   const perSample = e.op('MatMul', [X, e.op('Transpose', [U], [A.ints('perm', [0, 2, 1])])]); // [N, C, k^r]
   return e.reduce('ReduceSum', perSample, [0], false);
 }

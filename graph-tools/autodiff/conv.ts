@@ -172,13 +172,17 @@ function reshapeTarget(e: Emitter, like: string, parts: (number | { axis: number
   return e.op('Concat', pieces, [A.int('axis', 0)]);
 }
 
-/** What the backward rule and the layer statistics need to know about a Conv node, checked. */
-interface ConvGeometry {
-  a: ConvAttrs; axes: number[]; xs: Dim[]; cg: number; g: number; fail: Fail;
-  geo: { s: number; d: number; pb: number; pe: number; rem: number | undefined }[];
+/**
+ * What the backward rule and the layer statistics need to know about a Conv node, checked. Per
+ * spatial axis: stride, dilation, pads, the dilated kernel's reach (k − 1)·d, and the rows past the
+ * last window (unknown for a dynamic size with a stride).
+ */
+export interface ConvGeometry {
+  a: ConvAttrs; axes: number[]; xs: Dim[]; cOut: number; cg: number; g: number; fail: Fail;
+  geo: { s: number; d: number; pb: number; pe: number; reach: number; rem: number | undefined }[];
 }
 
-function convGeometry(e: Emitter, node: Node): ConvGeometry {
+export function convGeometry(e: Emitter, node: Node): ConvGeometry {
   const fail: Fail = failer(node);
   const [x, w] = node.inputs;
   const xs = e.shapeOf(x);
@@ -213,10 +217,10 @@ function convGeometry(e: Emitter, node: Node): ConvGeometry {
       if (typeof ys[ax] === 'number' && ys[ax] !== expected) fail(`output Y has shape [${ys}], but the attributes give ${expected} along axis ${ax}`);
       rem = (size + pb + pe - dk) % s;
     }
-    return { s, d, pb, pe, rem };
+    return { s, d, pb, pe, reach: dk - 1, rem };
   });
 
-  return { a, axes, xs, cg, g, fail, geo };
+  return { a, axes, xs, cOut: m, cg, g, fail, geo };
 }
 
 /** X regrouped for kernel gradients, per emitter (graph) and Conv node. */
@@ -268,10 +272,8 @@ export function convKernelGradient(e: Emitter, node: Node, dY: string): string {
  * (negative pads): those keep the ConvTranspose.
  */
 function unitStrideInputGradient(e: Emitter, node: Node, dY: string): string | undefined {
-  const { a, axes, g, geo } = convGeometry(e, node);
-  const reach = a.kernel.map((k, i) => (k - 1) * a.dilations[i]);
-  if (a.strides.some((st) => st !== 1) || geo.some((q, i) => q.pb > reach[i] || q.pe > reach[i])) return undefined;
-  const [cOut, cg] = e.shapeOf(node.inputs[1]) as number[];
+  const { a, axes, cOut, cg, g, geo } = convGeometry(e, node);
+  if (geo.some((q) => q.s !== 1 || q.pb > q.reach || q.pe > q.reach)) return undefined;
   const w = node.inputs[1];
   // W [C_out, C_in/g, k...] → W' [C_in, C_out/g, k...], entry ((j, c), o) = W[j·C_out/g + o, c].
   const swapped = g === 1 ? e.op('Transpose', [w], [A.ints('perm', [1, 0, ...axes])])
@@ -280,7 +282,7 @@ function unitStrideInputGradient(e: Emitter, node: Node, dY: string): string | u
   const flipped = e.op('Slice', [swapped, e.int64s(axes.map(() => -1)), e.int64s(axes.map(() => -(2 ** 62))), e.int64s(axes), e.int64s(axes.map(() => -1))]);
   return e.op('Conv', [dY, flipped], [
     A.ints('kernel_shape', a.kernel), A.ints('dilations', a.dilations), A.int('group', g),
-    A.ints('pads', [...geo.map((q, i) => reach[i] - q.pb), ...geo.map((q, i) => reach[i] - q.pe)]),
+    A.ints('pads', [...geo.map((q) => q.reach - q.pb), ...geo.map((q) => q.reach - q.pe)]),
   ]);
 }
 

@@ -47,7 +47,7 @@ export function emitBfgsInverseUpdate(e: Emitter, H: string, s: string, y: strin
   const u = e.matvec(H, y);
   const yTu = dot(e, y, u);
   const rho = e.op('Div', [k(1), sTy]);
-  // s wᵀ + w sᵀ with w = (a/2)·s − ρ·u equals a·s sᵀ − ρ·(u sᵀ + s uᵀ): one outer product, one transpose.
+  // s wᵀ + w sᵀ with w = (a/2)·s − ρ·u equals a·s sᵀ − ρ·(u sᵀ + s uᵀ), the BFGS terms above.
   const a = e.op('Mul', [rho, e.op('Add', [k(1), e.op('Mul', [rho, yTu])])]);
   const w = e.op('Sub', [e.op('Mul', [e.op('Mul', [a, k(0.5)]), s]), e.op('Mul', [rho, u])]);
 
