@@ -228,8 +228,9 @@ describe('runtime backends: CPU, WASM and WebGPU agree in float32', function () 
   });
 
   describe('three KF-QN steps of the Trainer on a CNN with a 3×3 convolution', () => {
-    // The ops KF-QN adds to a step (the Hessian action's convolutions, the L-BFGS loops, the BFGS
-    // updates) on each provider; an L-BFGS A side needs no com.microsoft Inverse.
+    // The ops KF-QN adds to a step (the Hessian action's convolutions, the compact L-BFGS products
+    // with their float64 p × p blocks, the BFGS updates) on each provider; an L-BFGS A side needs no
+    // com.microsoft Inverse.
     async function steps(backend: Backend, optimizer: TrainerOptions['optimizer']) {
       const trainer = await Trainer.create(backend, tinyCnnOnnx(makeTinyCnn()), { kind: 'cross-entropy', reduction: 'mean', optimizer, target: 'label' });
       try {
