@@ -51,8 +51,8 @@ export function buildDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingG
   // The convergent variant's means and A-side pair come from the action pass on another batch.
   const statistics: StatisticsRequest | undefined = opt.independentCurvatureBatch ? undefined
     : opt.aSource === 'ema' ? { factors: true, means: true } : { means: true, hessianAction: true, actionVector: minibatchActionVector(opt) };
+  if (opt.independentCurvatureBatch) return { ...buildPlainDirectionGraph(model, spec, opt), secondPassFused: false };
   const step = buildPreconditionedStepGraph(model, spec, statistics, kbfgsDirection(opt));
-  if (opt.independentCurvatureBatch) return { ...step, secondPassFused: false };
   const g = step.training.graph;
   const pass = buildCurvaturePassGraph(model, spec);
   const declared = new Set(g.inputs.map((i) => i.name));
@@ -68,6 +68,14 @@ export function buildDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingG
   const wanted = new Set([pass.outputs.loss, ...[...pass.outputs.statistics.values()].flatMap((st) => [st.hbar!, st.gbar!])]);
   for (const o of pass.graph.outputs) if (wanted.has(o.name)) g.outputs.push({ name: rename(o.name), type: o.type });
   return { ...step, model: g.toModel(), secondPassFused: true };
+}
+
+/**
+ * Graph 1 without statistics or second pass: loss, θ⁺ = θ − α·H_g·X·H_a and the new momentum, with
+ * the curvature held (the steps between curvature updates; the convergent variant's graph 1).
+ */
+export function buildPlainDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, opt: KroneckerOptimizer): StepGraph {
+  return buildPreconditionedStepGraph(model, spec, undefined, kbfgsDirection(opt));
 }
 
 /**
@@ -176,7 +184,8 @@ function kbfgsDirection(opt: KroneckerOptimizer): (c: LayerContext) => string {
   return ({ g, e, layer: l, dtype, X, statistics, scalar }) => {
     const { G, dg, da } = layerDims(l);
     declareHa(g, l, opt, dtype);
-    if (opt.aSource === 'ema') {
+    // Without statistics (a step between curvature updates) A is held.
+    if (opt.aSource === 'ema' && statistics.a) {
       declare(g, kname.A(l.name), dtype, [G, da, da], 'input');
       // A' = β_A·A + (1 − β_A)·A_batch  (β_A = 1 at the first step: A came from the warm start)
       const newA = e.op('Add', [e.op('Mul', [kname.A(l.name), scalar('beta')]), e.op('Mul', [statistics.a!, scalar('oneMinusBeta')])]);

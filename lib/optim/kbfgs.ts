@@ -35,6 +35,12 @@ export interface KbfgsOptions {
   abarBias?: 'mean' | 'one';
   /** Warm-start A with one forward pass over the training set (default true, as the authors). */
   warmStart?: boolean;
+  /**
+   * Update the curvature (second pass, H_g, H_a, s̄, ȳ; K-BFGS's A EMA) every N steps (default 1,
+   * as the authors); the steps between apply H_g·X·H_a with the factors held, at about a
+   * first-order step's cost.
+   */
+  curvatureInterval?: number;
 }
 
 export interface KfqnOptions extends Omit<KbfgsOptions, 'statDecay' | 'warmStart'> {
@@ -71,8 +77,9 @@ export interface KroneckerOptimizer {
 function resolve(o: KbfgsOptions): Required<KbfgsOptions> {
   const r = {
     lr: 0.3, damping: 0.3, statDecay: 0.9, pairDecay: 0.9, momentum: 0.9, weightDecay: 1e-5, powell: 0.2,
-    dampingMode: 'neurips' as DampingMode, abarBias: 'mean' as 'mean' | 'one', warmStart: true, decoupledWeightDecay: false, ...o,
+    dampingMode: 'neurips' as DampingMode, abarBias: 'mean' as 'mean' | 'one', warmStart: true, decoupledWeightDecay: false, curvatureInterval: 1, ...o,
   };
+  if (!Number.isInteger(r.curvatureInterval) || r.curvatureInterval < 1) throw new RangeError(`curvatureInterval must be an integer ≥ 1, got ${r.curvatureInterval}`);
   for (const [k, v] of Object.entries({ lr: r.lr, damping: r.damping, weightDecay: r.weightDecay })) {
     if (!(v >= 0) || !Number.isFinite(v)) throw new RangeError(`${k} must be a finite number ≥ 0, got ${v}`);
   }

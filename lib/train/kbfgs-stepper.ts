@@ -55,6 +55,9 @@ export class KbfgsStepper {
 
   /** For `model` (the inference model whose parameters the caller trains) and a kbfgs() or kbfgsL() optimizer. */
   static async create(backend: Backend, model: onnx.ModelProto, opt: KroneckerOptimizer, source = 'model'): Promise<KbfgsStepper> {
+    if (opt.options.curvatureInterval !== 1) {
+      throw new InputError(`K-BFGS stepper: curvatureInterval ${opt.options.curvatureInterval} is an option of the Trainer; the stepper updates the curvature at every step (run your own direction-only steps in between, or use curvatureInterval 1)`);
+    }
     const graph = buildStandaloneDirectionGraph(model, opt, source);
     const shapes = new Map([...graph.parameters].map(([p, t]) => [p, t.dims] as const));
     const session = (m: onnx.ModelProto, what: string) => backend.createSession(encodeModel(m), { name: `K-BFGS ${what} of ${source}` });

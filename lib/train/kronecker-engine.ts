@@ -7,14 +7,15 @@
 import { encodeModel, LOSS_OUTPUT, statName, type Layer, type onnx, type TrainingGraphOptions } from '../../graph-tools/index.js';
 import type { KroneckerOptimizer } from '../optim/kbfgs.js';
 import {
-  buildActionPassGraph, buildCurvaturePassGraph, buildDirectionGraph, buildInitGraph, buildUpdateGraph, kname, layerDamping, layerDims, SECOND_PASS,
+  buildActionPassGraph, buildCurvaturePassGraph, buildDirectionGraph, buildInitGraph, buildPlainDirectionGraph, buildUpdateGraph, kname, layerDamping, layerDims, SECOND_PASS,
   updatedState, type LayerDamping,
 } from '../optim/kbfgs-graphs.js';
 import { buildFactorEmaGraph, type StepGraph } from '../optim/preconditioned-step.js';
 import type { Backend, Session, Tensor } from '../runtime/backend.js';
 import { identities, PreconditionedEngine, sessionFeeds, zeros, type Feeds } from './preconditioned-engine.js';
 
-export interface KroneckerStepInfo { loss: number; skipped: boolean; powellShare: number; skippedShare: number }
+/** A step's loss and skip; the shares of Powell-damped and skipped G-side updates on a curvature step. */
+export interface KroneckerStepInfo { loss: number; skipped: boolean; powellShare?: number; skippedShare?: number }
 
 type Spec = Omit<TrainingGraphOptions, 'capture'>;
 
@@ -27,7 +28,7 @@ export class KroneckerEngine extends PreconditionedEngine {
     backend: Backend,
     private readonly opt: KroneckerOptimizer,
     readonly direction: StepGraph & { secondPassFused: boolean },
-    private readonly sessions: { direction: Session; curvature?: Session; update: Session; action?: Session },
+    private readonly sessions: { direction: Session; curvature?: Session; update: Session; action?: Session; plain?: Session },
     private readonly model: onnx.ModelProto,
     private readonly spec: Spec,
     private readonly damping: LayerDamping,
@@ -42,11 +43,17 @@ export class KroneckerEngine extends PreconditionedEngine {
     const source = spec.source ?? 'model';
     const what = opt.aSource === 'ema' ? 'K-BFGS' : 'KF-QN';
     const session = (m: onnx.ModelProto, name: string) => backend.createSession(encodeModel(m), { name: `${what} ${name} of ${source}` });
+    const directionSession = await session(direction.model, 'direction graph');
     const sessions = {
-      direction: await session(direction.model, 'direction graph'),
+      direction: directionSession,
       ...(direction.secondPassFused ? {} : { curvature: await session(buildCurvaturePassGraph(model, spec).toModel(), 'curvature pass') }),
       update: await session(buildUpdateGraph(direction.layers, opt, direction.dtype, damping), 'curvature update'),
       ...(opt.independentCurvatureBatch ? { action: await session(buildActionPassGraph(model, spec, opt).toModel(), 'action pass') } : {}),
+      // Between curvature updates: the direction with the curvature held (the convergent variant's
+      // direction graph is already that graph).
+      ...(opt.options.curvatureInterval === 1 ? {} : {
+        plain: direction.secondPassFused ? await session(buildPlainDirectionGraph(model, spec, opt).model, 'direction graph (curvature held)') : directionSession,
+      }),
     };
     return new KroneckerEngine(backend, opt, direction, sessions, model, spec, damping);
   }
@@ -162,9 +169,10 @@ export class KroneckerEngine extends PreconditionedEngine {
     if (this.opt.independentCurvatureBatch && !curvatureData) throw new Error(`${this.opt.name} (variant convergent) needs an independent curvature batch each step`);
     if (!this.initialised) await this.initialise([data]);
     const scalars = directionScalars(this.opt, this.t);
+    if (this.sessions.plain && this.t % this.opt.options.curvatureInterval !== 0) return this.plainStep(data, scalars);
     const d = await this.sessions.direction.run(this.feeds(this.sessions.direction, data, scalars));
     const loss = await this.scalar(d[this.direction.training.outputs.loss]);
-    if (!Number.isFinite(loss)) return { loss, skipped: true, powellShare: 0, skippedShare: 0 };
+    if (!Number.isFinite(loss)) return { loss, skipped: true };
 
     // The pairs' batch: the step's own, or the convergent variant's independent one, whose means
     // and A-side pair at θ come from the action pass.
@@ -175,15 +183,26 @@ export class KroneckerEngine extends PreconditionedEngine {
     const c = this.sessions.curvature && await this.sessions.curvature.run(this.feeds(this.sessions.curvature, pairData, {}, Object.fromEntries(next)));
     const second = (name: string) => (c ? c[name] : d[SECOND_PASS + name]);
     // A non-finite direction shows as a non-finite loss at θ⁺: skip the step, keep everything.
-    if (!Number.isFinite(await this.scalar(second(LOSS_OUTPUT)))) return { loss, skipped: true, powellShare: 0, skippedShare: 0 };
+    if (!Number.isFinite(await this.scalar(second(LOSS_OUTPUT)))) return { loss, skipped: true };
 
     this.commitStep(d, next);
     const shares = await curvatureUpdate(this.backend, this.sessions.update, this.direction.layers, this.opt, this.state, d, (name) => first[name], second);
     return { loss, skipped: false, ...shares };
   }
 
+  /** A step between curvature updates: θ⁺ from the held H_g, H_a; a non-finite loss or direction skips it. */
+  private async plainStep(data: Feeds, scalars: Record<string, number>): Promise<KroneckerStepInfo> {
+    const session = this.sessions.plain!;
+    const out = await session.run(this.feeds(session, data, scalars));
+    const loss = await this.scalar(out[this.direction.training.outputs.loss]);
+    if (!Number.isFinite(loss) || !Number.isFinite(await this.scalar(out[kname.directionNorm]))) return { loss, skipped: true };
+    this.commitStep(out);
+    return { loss, skipped: false };
+  }
+
   async release(): Promise<void> {
-    await Promise.all(Object.values(this.sessions).map((s) => s.release()));
+    // The convergent variant's plain session is its direction session: release each once.
+    await Promise.all([...new Set(Object.values(this.sessions))].map((s) => s.release()));
   }
 }
 

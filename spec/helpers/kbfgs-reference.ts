@@ -32,6 +32,8 @@ export interface KbfgsReferenceOptions {
   mu2?: number | number[];
   /** α_k at update k (1-based), when not constant (the convergent variant's lr·k^(−β)). */
   lrAt?: (k: number) => number;
+  /** Curvature (A EMA, second pass, H_g, H_a, s̄, ȳ) updated at updates k ≡ 0 mod this; held between (default 1). */
+  curvatureInterval?: number;
   /** The network's forward/backward (default the MLP's; spec/helpers/tiny-cnn.ts for a CNN). */
   pass?: (net: RefMlp, X: ArrayLike<number>, target: RefTarget) => ForwardBackward;
   /** Per-layer warm-start A (d_a×d_a row-major); absent: A from the first minibatch. */
@@ -321,6 +323,7 @@ export class KbfgsReference {
     const perLayer = (x: number | number[] | undefined, l: number) => (Array.isArray(x) ? x[l] : x ?? Math.sqrt(this.damping));
     const minibatchA = this.opts.aSource === 'minibatch';
     const lr = this.opts.lrAt ? this.opts.lrAt(this.k + 1) : this.lr;
+    const held = this.k % (this.opts.curvatureInterval ?? 1) !== 0;
 
     // 1. forward/backward at θ (and at θ on the curvature batch).
     const fb = pass(net, X, target);
@@ -358,7 +361,7 @@ export class KbfgsReference {
           const yA = matVec(own.AB, sA, da).map((v, p) => v + perLayer(this.opts.lambdaA, l) * sA[p]);
           if (dot(sA, yA) > 0) st.pairsA.push({ s: sA, y: yA, rho: 1 / dot(sA, yA) });
         }
-      } else if (!minibatchA) {
+      } else if (!minibatchA && !held) {
         for (let p = 0; p < da * da; p++) st.A[p] = this.betaA * st.A[p] + (1 - this.betaA) * own.AB[p];
       }
       // D = H_g(X) · H_a with the old factors.
@@ -382,6 +385,11 @@ export class KbfgsReference {
         for (let c = 0; c < nin; c++) W[r * nin + c] -= lr * D[r * da + c];
         b[r] -= lr * D[r * da + nin];
       }
+    }
+    if (held) {
+      this.k++;
+      this.lastTrace = [];
+      return { loss: fb.loss, powellDamped: 0, skipped: 0, skippedA: 0 };
     }
     const fb2 = curvature ? pass(net, curvature.X, curvature.target) : pass(net, X, target);
 

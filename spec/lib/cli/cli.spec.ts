@@ -305,6 +305,17 @@ describe('kfqn CLI', function () {
       expect(entries.every((e) => Number.isFinite(e.loss))).to.equal(true);
     });
 
+    it('--curvature-interval 2: the Powell and skip shares are logged at the curvature steps only', async () => {
+      const model = writeModel(join(tmp, 'ae_kfqn_interval.onnx'), tinyAutoencoderModel());
+      const log = join(tmp, 'ae_kfqn_interval.jsonl');
+      const r = await runCli(['train', model, '--data', IDX, '--limit', '16', '--no-shuffle', '--batch-size', '8', '--steps', '4', '--target', 'input',
+        '--loss', 'bce-with-logits', '--reduction', 'per-sample-sum', '--optimizer', 'kfqn', '--curvature-interval', '2', '--log', log, '--quiet']);
+      expect(r.code, `exit code (stderr: ${r.stderr})`).to.equal(0);
+      const entries = readJsonLines(log);
+      expect(entries.map((e) => 'powell_damped' in e && 'skipped_updates' in e)).to.deep.equal([true, false, true, false]);
+      expect(entries.every((e) => Number.isFinite(e.loss))).to.equal(true);
+    });
+
     it('rejects --a-history without --a-side lbfgs, --step-power without --variant convergent, and KF-QN flags on other optimizers', async () => {
       const base = ['train', '--steps', '1', '--quiet'];
       for (const [extra, error] of [
@@ -312,6 +323,8 @@ describe('kfqn CLI', function () {
         [['--optimizer', 'kfqn', '--step-power', '0.7'], /--step-power sets the decay of --variant convergent/],
         [['--optimizer', 'kbfgs', '--a-side', 'lbfgs'], /--a-side is not an option of kbfgs/],
         [['--optimizer', 'kfqn', '--variant', 'fast'], /--variant/],
+        [['--optimizer', 'kfqn', '--curvature-interval', '0'], /--curvature-interval/],
+        [['--optimizer', 'adam', '--curvature-interval', '2'], /--curvature-interval is not an option of adam/],
       ] as const) {
         const r = await runCli([...base, ...extra]);
         expect(r.code, extra.join(' ')).to.equal(2);

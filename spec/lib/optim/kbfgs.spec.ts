@@ -14,8 +14,9 @@ import { cloneRefMlp, makeRefMlp } from '../../helpers/mlp-reference.js';
 import { activations, data, expectParametersMatch, expectTracksReference, M, sizes, structuredData, toOnnx } from '../../helpers/tiny-autoencoder.js';
 import { A, ModelBuilder } from '../../helpers/models.js';
 
-for (const [name, memory, abarBias] of [
-  ['kbfgs', undefined, 'mean'], ['kbfgs-l with p = 2 (pairs dropped after step 2)', 2, 'mean'], ['kbfgs with ā\'s homogeneous entry 1', undefined, 'one'],
+for (const [name, memory, abarBias, curvatureInterval] of [
+  ['kbfgs', undefined, 'mean', 1], ['kbfgs-l with p = 2 (pairs dropped after step 2)', 2, 'mean', 1], ['kbfgs with ā\'s homogeneous entry 1', undefined, 'one', 1],
+  ['kbfgs with the curvature (A EMA included) held between updates every 3 steps', undefined, 'mean', 3], ['kbfgs-l (p = 2), curvature every 2 steps', 2, 'mean', 2],
 ] as const) {
   describe(`K-BFGS engine against the float64 reference: ${name}`, () => {
     it('tracks the reference loss and parameters for 6 full-batch steps', async () => {
@@ -24,9 +25,9 @@ for (const [name, memory, abarBias] of [
       for (const layer of net.layers) { layer.W = Float64Array.from(Float32Array.from(layer.W)); layer.b = Float64Array.from(Float32Array.from(layer.b)); }
       const model = toOnnx(net);
       const X = data(7);
-      const ref = new KbfgsReference({ lr: 0.3, damping: 0.3, memory, abarBias });
+      const ref = new KbfgsReference({ lr: 0.3, damping: 0.3, memory, abarBias, curvatureInterval });
       const refNet = cloneRefMlp(net);
-      const opts = { lr: 0.3, damping: 0.3, warmStart: false, abarBias };
+      const opts = { lr: 0.3, damping: 0.3, warmStart: false, abarBias, curvatureInterval };
       const trainer = await Trainer.create(await createBackend('cpu'), model, {
         kind: 'bce-with-logits', reduction: 'per-sample-sum', target: 'input', optimizer: memory === undefined ? kbfgs(opts) : kbfgsL({ ...opts, history: memory }),
       });

@@ -30,6 +30,8 @@ const cases: Case[] = [
   { name: 'kfqn --a-side lbfgs (p_a = 3)', options: { aSide: 'lbfgs', aHistory: 3 }, reference: { aMemory: 3 } },
   { name: 'kfqn-l --a-side lbfgs (p = 2, p_a = 2)', options: { history: 2, aSide: 'lbfgs', aHistory: 2 }, reference: { memory: 2, aMemory: 2 } },
   { name: 'kfqn --damping-mode neurips', options: { dampingMode: 'neurips' }, reference: { dampingMode: 'neurips' } },
+  { name: 'kfqn --curvature-interval 2 (H_g, H_a held at odd steps)', options: { curvatureInterval: 2 }, reference: { curvatureInterval: 2 } },
+  { name: 'kfqn-l --a-side lbfgs --curvature-interval 3', options: { history: 2, aSide: 'lbfgs', aHistory: 2, curvatureInterval: 3 }, reference: { memory: 2, aMemory: 2, curvatureInterval: 3 } },
 ];
 
 for (const layers of ['gemm', 'conv1x1'] as const) {
@@ -101,12 +103,14 @@ describe('KF-QN convergent variant (§4.4)', () => {
   const stepPower = 0.7;
   const curvatureBatch = (k: number) => batch(100 + k);
 
-  it('tracks the reference with pairs and A_B from an independent batch and α_k = lr·k^(−β)', async () => {
+  for (const curvatureInterval of [1, 2]) it(`tracks the reference with pairs and A_B from an independent batch and α_k = lr·k^(−β)${curvatureInterval > 1 ? ', curvature every 2 steps' : ''}`, async () => {
     const net = tinyNet();
     const trainer = await Trainer.create(await createBackend('cpu'), toOnnx(net, 'conv1x1'), {
-      ...loss, target: 'input', optimizer: kfqnL({ history: 3, variant: 'convergent', stepPower }),
+      ...loss, target: 'input', optimizer: kfqnL({ history: 3, variant: 'convergent', stepPower, curvatureInterval }),
     });
-    const ref = new KbfgsReference({ lr: 0.3, damping: 0.3, aSource: 'minibatch', abarBias: 'one', dampingMode: 'lm', memory: 3, lrAt: (k) => 0.3 * k ** -stepPower });
+    const ref = new KbfgsReference({
+      lr: 0.3, damping: 0.3, aSource: 'minibatch', abarBias: 'one', dampingMode: 'lm', memory: 3, lrAt: (k) => 0.3 * k ** -stepPower, curvatureInterval,
+    });
     const refNet = cloneRefMlp(net);
     try {
       for (let step = 1; step <= 5; step++) {
@@ -166,11 +170,13 @@ describe('KF-QN options', () => {
     expect(() => kfqn({ variant: 'convergent', stepPower: 0.5 })).to.throw(/stepPower must lie in \(0.5, 1\)/);
     expect(() => kfqn({ aSide: 'lbfgs', aHistory: 0 })).to.throw(/aHistory must be an integer ≥ 1/);
     expect(() => kfqnL({ history: 0 })).to.throw(/history must be an integer ≥ 1/);
+    expect(() => kfqn({ curvatureInterval: 0 })).to.throw(/curvatureInterval must be an integer ≥ 1, got 0/);
+    expect(() => kfqnL({ curvatureInterval: 2.5 })).to.throw(/curvatureInterval must be an integer ≥ 1, got 2.5/);
   });
 
   it('defaults to the authors\' CNN choices: DD-LM, ā with entry 1, no warm start, constant α', () => {
     const o = kfqn();
-    expect(o.options).to.include({ dampingMode: 'lm', abarBias: 'one', warmStart: false, lr: 0.3, damping: 0.3, aSide: 'dense', variant: 'default' });
+    expect(o.options).to.include({ dampingMode: 'lm', abarBias: 'one', warmStart: false, lr: 0.3, damping: 0.3, aSide: 'dense', variant: 'default', curvatureInterval: 1 });
     expect(o.learningRate(1000)).to.equal(0.3);
     expect(kfqn({ variant: 'convergent', stepPower: 0.6 }).learningRate(100)).to.be.closeTo(0.3 * 100 ** -0.6, 1e-12);
   });

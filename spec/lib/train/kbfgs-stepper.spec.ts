@@ -65,4 +65,11 @@ describe('KbfgsStepper: bad input', () => {
       await stepper.release();
     }
   });
+
+  it('refuses a curvature interval, which only the Trainer applies', async () => {
+    const model = toOnnx(makeRefMlp(sizes, [...activations], spec, 3));
+    let message = '';
+    try { await KbfgsStepper.create(await createBackend('cpu'), model, kbfgs({ warmStart: false, curvatureInterval: 2 })); } catch (e) { message = (e as Error).message; }
+    expect(message).to.match(/curvatureInterval 2 is an option of the Trainer/);
+  });
 });
