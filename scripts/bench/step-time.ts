@@ -1,5 +1,6 @@
 // Seconds per training step against the floor of one forward+backward pass of the same graph.
 // Usage: npx tsx scripts/bench/step-time.ts [--model models/mnist-autoencoder.onnx|models/resnet-small.onnx] [--ep cpu|wasm|webgpu] [--batch 1000|128] [--steps 20] [--optimizer sgd|adam|rmsprop|kfac|kfac-cnn|shampoo|kbfgs|kbfgs-l|kfqn|kfqn-l|kfqn-l-lbfgs]
+//          [--curvature-interval N]   (K-BFGS and KF-QN: averaged over whole intervals of N steps)
 // Prints one JSON object.
 import { parseArgs } from 'node:util';
 import { buildTrainingGraph, encodeModel } from '../../graph-tools/index.js';
@@ -14,7 +15,9 @@ import { machine, median, timeRuns } from './common.js';
 const { values } = parseArgs({ options: {
   ep: { type: 'string', default: 'cpu' }, batch: { type: 'string' }, steps: { type: 'string', default: '20' },
   optimizer: { type: 'string', default: 'adam' }, model: { type: 'string', default: 'models/mnist-autoencoder.onnx' },
+  'curvature-interval': { type: 'string', default: '1' },
 } });
+const curvatureInterval = Number(values['curvature-interval']);
 const ep = values.ep as ExecutionProvider;
 // The paper's autoencoder (BCE on its own input) or a classifier on the digits' labels (the CNNs).
 const autoencoder = values.model!.includes('autoencoder');
@@ -42,17 +45,19 @@ const floorRun = () => floorSession.run(feeds);
 const optimizers = {
   sgd: () => sgd({ lr: 0.01, momentum: 0.9 }), adam: () => adam({ lr: 1e-3 }),
   rmsprop: () => rmsprop({ lr: 1e-3 }),
-  kbfgs: () => kbfgs({ lr: 0.3, damping: 0.3, warmStart: false }), 'kbfgs-l': () => kbfgsL({ lr: 0.3, damping: 0.3, warmStart: false }),
+  kbfgs: () => kbfgs({ lr: 0.3, damping: 0.3, warmStart: false, curvatureInterval }), 'kbfgs-l': () => kbfgsL({ lr: 0.3, damping: 0.3, warmStart: false, curvatureInterval }),
   kfac: () => kfac({ warmStart: false }), shampoo: () => shampoo({ warmStart: false }),
   // The authors' CNN frequencies (ALGORITHMS.md §7.4): factors every 10 steps, inverses every 100.
   // α 0.1: at α 1 the repeated batch makes it diverge here within 12 steps (then every step is skipped).
   'kfac-cnn': () => kfac({ lr: 0.1, warmStart: false, statInterval: 10, inverseInterval: 100 }),
-  kfqn: () => kfqn({ lr: 0.3, damping: 0.3 }), 'kfqn-l': () => kfqnL({ lr: 0.3, damping: 0.3 }), 'kfqn-l-lbfgs': () => kfqnL({ lr: 0.3, damping: 0.3, aSide: 'lbfgs' }),
+  kfqn: () => kfqn({ lr: 0.3, damping: 0.3, curvatureInterval }), 'kfqn-l': () => kfqnL({ lr: 0.3, damping: 0.3, curvatureInterval }),
+  'kfqn-l-lbfgs': () => kfqnL({ lr: 0.3, damping: 0.3, aSide: 'lbfgs', curvatureInterval }),
 };
-// KFAC and Shampoo refresh their preconditioners every `interval` steps: time whole intervals
-// (the first interval of KFAC inverts every step, so it is skipped as warm-up).
+// KFAC and Shampoo refresh their preconditioners every `interval` steps, K-BFGS and KF-QN their
+// curvature every `curvatureInterval`: time whole intervals (the first interval of KFAC inverts
+// every step, so it is skipped as warm-up).
 const intervalOf = (o: ReturnType<(typeof optimizers)[keyof typeof optimizers]>) =>
-  o.kind === 'factored' ? (o.name === 'kfac' ? o.options.inverseInterval : o.options.rootInterval) : 1;
+  o.kind === 'factored' ? (o.name === 'kfac' ? o.options.inverseInterval : o.options.rootInterval) : o.kind === 'kronecker' ? o.options.curvatureInterval : 1;
 const optimizer = (optimizers[values.optimizer as keyof typeof optimizers] ?? (() => { throw new Error(`unknown optimizer ${values.optimizer}`); }))();
 const trainer = await Trainer.create(backend, model, { ...spec, optimizer, target: autoencoder ? 'input' : 'label' });
 const interval = intervalOf(optimizer);

@@ -3,7 +3,7 @@
 // ≤ 0.5). The paper's autoencoder on the bundled digits, batch 1000. The training loss is the
 // loss over the whole training set, measured after every epoch off the clock; the candidate's
 // clock includes its warm start.
-// Usage: npx tsx scripts/bench/time-to-loss.ts [--optimizer kbfgs-l] [--epochs 10] [--max-epochs 30]
+// Usage: npx tsx scripts/bench/time-to-loss.ts [--optimizer kbfgs-l] [--epochs 10] [--max-epochs 30] [--curvature-interval N]
 import { parseArgs } from 'node:util';
 import { batches, type Dataset } from '../../lib/data/index.js';
 import { loadDataSpec } from '../../lib/data/node.js';
@@ -15,10 +15,12 @@ import { machine } from './common.js';
 
 const { values } = parseArgs({ options: {
   optimizer: { type: 'string', default: 'kbfgs-l' }, epochs: { type: 'string', default: '10' }, 'max-epochs': { type: 'string', default: '30' },
+  'curvature-interval': { type: 'string', default: '1' },
 } });
+const curvatureInterval = Number(values['curvature-interval']);
 const candidates: Record<string, () => TrainerOptions['optimizer']> = {
   sgd: () => sgd({ lr: 0.03, momentum: 0.9, dampening: 0.9, weightDecay: 1e-5 }), rmsprop: () => rmsprop(), kfac: () => kfac(), shampoo: () => shampoo(),
-  kbfgs: () => kbfgs(), 'kbfgs-l': () => kbfgsL(), kfqn: () => kfqn(), 'kfqn-l': () => kfqnL(),
+  kbfgs: () => kbfgs({ curvatureInterval }), 'kbfgs-l': () => kbfgsL({ curvatureInterval }), kfqn: () => kfqn({ curvatureInterval }), 'kfqn-l': () => kfqnL({ curvatureInterval }),
 };
 const make = candidates[values.optimizer!];
 if (!make) throw new Error(`unknown optimizer '${values.optimizer}'; one of ${Object.keys(candidates).join(', ')}`);
@@ -56,7 +58,7 @@ const target = adamCurve.at(-1)!;
 const curve = await run(make(), Number(values['max-epochs']), (loss) => loss <= target.loss);
 const reached = curve.find((c) => c.loss <= target.loss);
 console.log(JSON.stringify({
-  bench: 'time-to-loss', optimizer: values.optimizer, adam: { epochs: target.epoch, seconds: target.seconds, train_loss: target.loss },
+  bench: 'time-to-loss', optimizer: values.optimizer, curvature_interval: curvatureInterval, adam: { epochs: target.epoch, seconds: target.seconds, train_loss: target.loss },
   reached: reached ? { epochs: reached.epoch, seconds: reached.seconds, train_loss: reached.loss } : null,
   fraction_of_adam_time: reached ? reached.seconds / target.seconds : null, curve, adam_curve: adamCurve, machine: machine(),
 }));
