@@ -1,13 +1,14 @@
 // KFQN_ORT_PROFILE (lib/runtime/node.ts) → OrtBackend's profileDir: each session writes ORT's
 // per-node profile, named after the session, when released.
 import { expect } from 'chai';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ortNode from 'onnxruntime-node';
 import { encodeModel } from '../../../graph-tools/index.js';
 import { OrtBackend, type OrtModule } from '../../../lib/runtime/backend.js';
+import { createBackend } from '../../../lib/runtime/node.js';
+import { matrixWork, readProfile } from '../../../scripts/bench/profile.js';
 import { A, ModelBuilder } from '../../helpers/models.js';
 
 describe('lib/runtime: ORT profiles on request', () => {
@@ -31,7 +32,25 @@ describe('lib/runtime: ORT profiles on request', () => {
     }
   });
 
-  it('scripts/bench/ort-profile.ts counts the matrix work of Gemm, MatMul, Conv and ConvTranspose from the recorded shapes', async () => {
+  it('createBackend with KFQN_ORT_PROFILE makes the directory, which ORT itself does not', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'kfqn-profile-'));
+    const dir = join(root, 'not', 'there');
+    const saved = process.env.KFQN_ORT_PROFILE;
+    process.env.KFQN_ORT_PROFILE = dir;
+    try {
+      const backend = await createBackend('cpu');
+      const b = new ModelBuilder(1, 13);
+      const s = await backend.createSession(encodeModel(b.model(b.node('Relu', [b.input('x', [2], [2])]))), { name: 'made dir' });
+      await s.run({ x: backend.tensor('float32', Float32Array.from([1, -1]), [2]) });
+      await s.release();
+      expect(readdirSync(dir).filter((f) => f.startsWith('made_dir'))).to.have.length(1);
+    } finally {
+      if (saved === undefined) delete process.env.KFQN_ORT_PROFILE; else process.env.KFQN_ORT_PROFILE = saved;
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('scripts/bench/profile.ts counts the matrix work of Gemm, MatMul, Conv and ConvTranspose from the recorded shapes', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kfqn-profile-'));
     try {
       const backend = new OrtBackend('cpu', ortNode as unknown as OrtModule, dir);
@@ -54,10 +73,11 @@ describe('lib/runtime: ORT profiles on request', () => {
       for (let i = 0; i < 2; i++) await s.run(Object.fromEntries(Object.entries(feeds).map(([k, d]) => [k, ones(d)])));
       await s.release();
       const [file] = readdirSync(dir);
-      const summary = JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', 'scripts/bench/ort-profile.ts', join(dir, file)], { encoding: 'utf8' })) as Record<string, number>;
-      expect(summary.runs).to.equal(2);
-      expect(summary.matrix_nodes_unsized, 'a Gemm whose constant B ORT does not record').to.equal(1);
-      expect(summary.matrix_flop_per_run).to.equal(120 + 480 + 972 + 972);
+      const profile = readProfile(join(dir, file));
+      expect(profile.runs).to.have.length(2);
+      const work = matrixWork(profile.kernels);
+      expect(work.flop / 2).to.equal(120 + 480 + 972 + 972);
+      expect(work.unsized / 2, 'a Gemm whose constant B ORT does not record').to.equal(1);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
