@@ -75,8 +75,8 @@ Optimizer
   --root-iterations N        shampoo: coupled Newton iterations per root (default 25)
 Runtime and output
   --ep cpu|wasm|webgpu|cuda  execution provider (default cpu)
-  --log FILE.jsonl           one JSON line per step: {"step","epoch","loss","time","lr"} (kbfgs adds
-                             "powell_damped", "skipped_updates"), and per
+  --log FILE.jsonl           one JSON line per step: {"step","epoch","loss","time","lr"} (kbfgs, kfqn
+                             add "powell_damped", "skipped_updates" on curvature steps), and per
                              evaluated epoch: {"epoch","eval_loss","eval_accuracy"}
   --out FILE.onnx            your model with the trained weights in place
   --quiet                    no progress display`;

@@ -49,9 +49,8 @@ export const SECOND_PASS = 'kfqn:pass2:';
  */
 export function buildDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, opt: KroneckerOptimizer): StepGraph & { secondPassFused: boolean } {
   // The convergent variant's means and A-side pair come from the action pass on another batch.
-  const statistics: StatisticsRequest | undefined = opt.independentCurvatureBatch ? undefined
-    : opt.aSource === 'ema' ? { factors: true, means: true } : { means: true, hessianAction: true, actionVector: minibatchActionVector(opt) };
   if (opt.independentCurvatureBatch) return { ...buildPlainDirectionGraph(model, spec, opt), secondPassFused: false };
+  const statistics: StatisticsRequest = opt.aSource === 'ema' ? { factors: true, means: true } : { means: true, hessianAction: true, actionVector: minibatchActionVector(opt) };
   const step = buildPreconditionedStepGraph(model, spec, statistics, kbfgsDirection(opt));
   const g = step.training.graph;
   const pass = buildCurvaturePassGraph(model, spec);

@@ -14,7 +14,7 @@ import { buildFactorEmaGraph, type StepGraph } from '../optim/preconditioned-ste
 import type { Backend, Session, Tensor } from '../runtime/backend.js';
 import { identities, PreconditionedEngine, sessionFeeds, zeros, type Feeds } from './preconditioned-engine.js';
 
-/** A step's loss and skip; the shares of Powell-damped and skipped G-side updates on a curvature step. */
+/** A step's loss and skip; on a curvature step, the shares of G-side pairs Powell-damped and updates skipped (0 when the step was). */
 export interface KroneckerStepInfo { loss: number; skipped: boolean; powellShare?: number; skippedShare?: number }
 
 type Spec = Omit<TrainingGraphOptions, 'capture'>;
@@ -172,7 +172,7 @@ export class KroneckerEngine extends PreconditionedEngine {
     if (this.sessions.plain && this.t % this.opt.options.curvatureInterval !== 0) return this.plainStep(data, scalars);
     const d = await this.sessions.direction.run(this.feeds(this.sessions.direction, data, scalars));
     const loss = await this.scalar(d[this.direction.training.outputs.loss]);
-    if (!Number.isFinite(loss)) return { loss, skipped: true };
+    if (!Number.isFinite(loss)) return { loss, skipped: true, powellShare: 0, skippedShare: 0 };
 
     // The pairs' batch: the step's own, or the convergent variant's independent one, whose means
     // and A-side pair at θ come from the action pass.
@@ -183,7 +183,7 @@ export class KroneckerEngine extends PreconditionedEngine {
     const c = this.sessions.curvature && await this.sessions.curvature.run(this.feeds(this.sessions.curvature, pairData, {}, Object.fromEntries(next)));
     const second = (name: string) => (c ? c[name] : d[SECOND_PASS + name]);
     // A non-finite direction shows as a non-finite loss at θ⁺: skip the step, keep everything.
-    if (!Number.isFinite(await this.scalar(second(LOSS_OUTPUT)))) return { loss, skipped: true };
+    if (!Number.isFinite(await this.scalar(second(LOSS_OUTPUT)))) return { loss, skipped: true, powellShare: 0, skippedShare: 0 };
 
     this.commitStep(d, next);
     const shares = await curvatureUpdate(this.backend, this.sessions.update, this.direction.layers, this.opt, this.state, d, (name) => first[name], second);
