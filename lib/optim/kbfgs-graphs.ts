@@ -9,7 +9,7 @@
 // KF-QN's convergent variant takes its A-side pair and means from an independent batch at θ
 // (the action pass) instead of from graph 1.
 import {
-  A, buildTrainingGraph, type Emitter, emitBfgsInverseUpdate, emitDoubleDamping, emitHessianActionPair, emitLbfgsApply, emitLbfgsGamma, emitLbfgsPush,
+  A, buildTrainingGraph, type Emitter, emitBfgsInverseUpdate, gateOutputs, emitDoubleDamping, emitHessianActionPair, emitLbfgsApply, emitLbfgsGamma, emitLbfgsPush,
   emitPrecondition, emitRegularizedInverse, GraphError, type Graph, outName, prepareGraph, requireLayers, statName, type DataType, type Layer, type onnx,
   type StatisticsRequest, type TrainingGraph, type TrainingGraphOptions,
 } from '../../graph-tools/index.js';
@@ -45,7 +45,8 @@ export const SECOND_PASS = 'kfqn:pass2:';
 /**
  * Graph 1: loss, θ⁺, new momentum, K-BFGS's new A or KF-QN's A-side pair, and the means, in one
  * run; with the pairs from the step's own batch, graph 2 (the second pass at θ⁺) is fused in too,
- * so that one session run and one memory arena serve both passes.
+ * so that one session run and one memory arena serve both passes. With a curvature interval, all
+ * the curvature's part runs only when the scalar input `curvature` is 1 (gateCurvature).
  */
 export function buildDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, opt: KroneckerOptimizer): StepGraph & { secondPassFused: boolean } {
   // The convergent variant's means and A-side pair come from the action pass on another batch.
@@ -66,14 +67,31 @@ export function buildDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingG
   const rename = g.inline(pass.graph, bind, SECOND_PASS);
   const wanted = new Set([pass.outputs.loss, ...[...pass.outputs.statistics.values()].flatMap((st) => [st.hbar!, st.gbar!])]);
   for (const o of pass.graph.outputs) if (wanted.has(o.name)) g.outputs.push({ name: rename(o.name), type: o.type });
+  if (opt.options.curvatureInterval > 1) gateCurvature(step);
   return { ...step, model: g.toModel(), secondPassFused: true };
 }
 
 /**
- * Graph 1 without statistics or second pass: loss, θ⁺ = θ − α·H_g·X·H_a and the new momentum, with
- * the curvature held (the steps between curvature updates; the convergent variant's graph 1).
+ * With a curvature interval: everything only the curvature update needs (the statistics, K-BFGS's
+ * A EMA, the second pass) runs under an If on the scalar input `curvature` (1 or 0), so that the
+ * steps between updates run the same graph, in the same session and memory arena, at the cost of a
+ * plain step. The loss, θ⁺, the momenta, the buffers and the direction norm are always computed.
  */
-export function buildPlainDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, opt: KroneckerOptimizer): StepGraph {
+function gateCurvature(step: StepGraph): void {
+  const tg = step.training;
+  const g = tg.graph;
+  const always = new Set([tg.outputs.loss, kname.directionNorm, ...tg.buffers.flatMap((b) => (b.output ? [b.output] : []))]);
+  const gated = new Set(g.outputs.map((o) => o.name).filter((n) => !always.has(n) && !n.startsWith(kname.newParam('')) && !n.startsWith(kname.newMomentum(''))));
+  declare(g, kname.scalar('curvature'), step.dtype, [], 'input');
+  const condition = tg.emitter.op('Greater', [kname.scalar('curvature'), tg.emitter.constant(0.5, step.dtype)]);
+  gateOutputs(g, gated, condition);
+}
+
+/**
+ * Graph 1 without statistics or second pass: loss, θ⁺ = θ − α·H_g·X·H_a and the new momentum (the
+ * convergent variant's graph 1, whose pairs come from the action and curvature passes).
+ */
+function buildPlainDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, opt: KroneckerOptimizer): StepGraph {
   return buildPreconditionedStepGraph(model, spec, undefined, kbfgsDirection(opt));
 }
 
@@ -184,7 +202,7 @@ function kbfgsDirection(opt: KroneckerOptimizer): (c: LayerContext) => string {
     const { G, dg, da } = layerDims(l);
     declareHa(g, l, opt, dtype);
     // Without statistics (a step between curvature updates) A is held.
-    if (opt.aSource === 'ema' && statistics.a) {
+    if (opt.aSource === 'ema') {
       declare(g, kname.A(l.name), dtype, [G, da, da], 'input');
       // A' = β_A·A + (1 − β_A)·A_batch  (β_A = 1 at the first step: A came from the warm start)
       const newA = e.op('Add', [e.op('Mul', [kname.A(l.name), scalar('beta')]), e.op('Mul', [statistics.a!, scalar('oneMinusBeta')])]);

@@ -7,7 +7,7 @@
 import { encodeModel, LOSS_OUTPUT, statName, type Layer, type onnx, type TrainingGraphOptions } from '../../graph-tools/index.js';
 import type { KroneckerOptimizer } from '../optim/kbfgs.js';
 import {
-  buildActionPassGraph, buildCurvaturePassGraph, buildDirectionGraph, buildInitGraph, buildPlainDirectionGraph, buildUpdateGraph, kname, layerDamping, layerDims, SECOND_PASS,
+  buildActionPassGraph, buildCurvaturePassGraph, buildDirectionGraph, buildInitGraph, buildUpdateGraph, kname, layerDamping, layerDims, SECOND_PASS,
   updatedState, type LayerDamping,
 } from '../optim/kbfgs-graphs.js';
 import { buildFactorEmaGraph, type StepGraph } from '../optim/preconditioned-step.js';
@@ -28,7 +28,7 @@ export class KroneckerEngine extends PreconditionedEngine {
     backend: Backend,
     private readonly opt: KroneckerOptimizer,
     readonly direction: StepGraph & { secondPassFused: boolean },
-    private readonly sessions: { direction: Session; curvature?: Session; update: Session; action?: Session; plain?: Session },
+    private readonly sessions: { direction: Session; curvature?: Session; update: Session; action?: Session },
     private readonly model: onnx.ModelProto,
     private readonly spec: Spec,
     private readonly damping: LayerDamping,
@@ -43,17 +43,11 @@ export class KroneckerEngine extends PreconditionedEngine {
     const source = spec.source ?? 'model';
     const what = opt.aSource === 'ema' ? 'K-BFGS' : 'KF-QN';
     const session = (m: onnx.ModelProto, name: string) => backend.createSession(encodeModel(m), { name: `${what} ${name} of ${source}` });
-    const directionSession = await session(direction.model, 'direction graph');
     const sessions = {
-      direction: directionSession,
+      direction: await session(direction.model, 'direction graph'),
       ...(direction.secondPassFused ? {} : { curvature: await session(buildCurvaturePassGraph(model, spec).toModel(), 'curvature pass') }),
       update: await session(buildUpdateGraph(direction.layers, opt, direction.dtype, damping), 'curvature update'),
       ...(opt.independentCurvatureBatch ? { action: await session(buildActionPassGraph(model, spec, opt).toModel(), 'action pass') } : {}),
-      // Between curvature updates: the direction with the curvature held (the convergent variant's
-      // direction graph is already that graph).
-      ...(opt.options.curvatureInterval === 1 ? {} : {
-        plain: direction.secondPassFused ? await session(buildPlainDirectionGraph(model, spec, opt).model, 'direction graph (curvature held)') : directionSession,
-      }),
     };
     return new KroneckerEngine(backend, opt, direction, sessions, model, spec, damping);
   }
@@ -168,8 +162,11 @@ export class KroneckerEngine extends PreconditionedEngine {
   async step(data: Feeds, _t?: number, curvatureData?: Feeds): Promise<KroneckerStepInfo> {
     if (this.opt.independentCurvatureBatch && !curvatureData) throw new Error(`${this.opt.name} (variant convergent) needs an independent curvature batch each step`);
     if (!this.initialised) await this.initialise([data]);
-    const scalars = directionScalars(this.opt, this.t);
-    if (this.sessions.plain && this.t % this.opt.options.curvatureInterval !== 0) return this.plainStep(data, scalars);
+    // Between curvature updates the direction graph runs without its curvature part (the fused
+    // graph's gate; the convergent variant's graph has none, and its passes are not run).
+    const curvatureStep = this.t % this.opt.options.curvatureInterval === 0;
+    const scalars = { ...directionScalars(this.opt, this.t), curvature: curvatureStep ? 1 : 0 };
+    if (!curvatureStep) return this.plainStep(data, scalars);
     const d = await this.sessions.direction.run(this.feeds(this.sessions.direction, data, scalars));
     const loss = await this.scalar(d[this.direction.training.outputs.loss]);
     if (!Number.isFinite(loss)) return { loss, skipped: true, powellShare: 0, skippedShare: 0 };
@@ -192,7 +189,7 @@ export class KroneckerEngine extends PreconditionedEngine {
 
   /** A step between curvature updates: θ⁺ from the held H_g, H_a; a non-finite loss or direction skips it. */
   private async plainStep(data: Feeds, scalars: Record<string, number>): Promise<KroneckerStepInfo> {
-    const session = this.sessions.plain!;
+    const session = this.sessions.direction;
     const out = await session.run(this.feeds(session, data, scalars));
     const loss = await this.scalar(out[this.direction.training.outputs.loss]);
     if (!Number.isFinite(loss) || !Number.isFinite(await this.scalar(out[kname.directionNorm]))) return { loss, skipped: true };
@@ -201,8 +198,7 @@ export class KroneckerEngine extends PreconditionedEngine {
   }
 
   async release(): Promise<void> {
-    // The convergent variant's plain session is its direction session: release each once.
-    await Promise.all([...new Set(Object.values(this.sessions))].map((s) => s.release()));
+    await Promise.all(Object.values(this.sessions).map((s) => s.release()));
   }
 }
 

@@ -3,7 +3,7 @@
 // because the kernel's high-water mark (VmHWM) only ever grows within a process. ORT's first run
 // of a session traces its allocations and the second allocates the planned pattern, so the peak
 // settles from step 2 on: use --steps 2 or more.
-// Usage: npx tsx scripts/bench/peak-memory.ts [--models resnet,vgg] [--optimizers sgd,adam,rmsprop,kfac,shampoo,kbfgs,kbfgs-l,kfqn,kfqn-l,kfqn-l-lbfgs] [--steps 5] [--batch 32]
+// Usage: npx tsx scripts/bench/peak-memory.ts [--models resnet,vgg] [--optimizers sgd,adam,rmsprop,kfac,shampoo,kbfgs,kbfgs-l,kfqn,kfqn-l,kfqn-l-lbfgs,kfqn-l-lbfgs-interval10] [--steps 5] [--batch 32]
 // Prints one JSON object; progress goes to stderr. Memory is in MiB (the kernel's kB are KiB).
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -32,6 +32,8 @@ const optimizers: Record<string, () => OptimizerChoice> = {
   kfac: () => kfac({ warmStart: false }), shampoo: () => shampoo({ warmStart: false }),
   kbfgs: () => kbfgs({ warmStart: false }), 'kbfgs-l': () => kbfgsL({ warmStart: false }),
   kfqn: () => kfqn(), 'kfqn-l': () => kfqnL(), 'kfqn-l-lbfgs': () => kfqnL({ aSide: 'lbfgs' }),
+  // With the curvature every 10 steps: one more session (the direction graph without the second pass).
+  'kfqn-l-lbfgs-interval10': () => kfqnL({ aSide: 'lbfgs', curvatureInterval: 10 }),
 };
 
 /** The child's no-optimizer run: one forward+backward session, as step-time.ts's floor. */

@@ -5,8 +5,8 @@ import { expect } from 'chai';
 import type { Batch } from '../../../lib/data/index.js';
 import { kbfgs, kbfgsL } from '../../../lib/optim/kbfgs.js';
 import { sgd } from '../../../lib/optim/index.js';
-import { buildCurvaturePassGraph } from '../../../lib/optim/kbfgs-graphs.js';
-import { buildTrainingGraph } from '../../../graph-tools/index.js';
+import { buildCurvaturePassGraph, buildDirectionGraph, SECOND_PASS } from '../../../lib/optim/kbfgs-graphs.js';
+import { buildTrainingGraph, LOSS_OUTPUT } from '../../../graph-tools/index.js';
 import { createBackend } from '../../../lib/runtime/index.js';
 import { Trainer } from '../../../lib/train/trainer.js';
 import { KbfgsReference } from '../../helpers/kbfgs-reference.js';
@@ -51,6 +51,26 @@ describe('K-BFGS graphs', () => {
     expect(gemms(buildCurvaturePassGraph(model, spec).graph)).to.equal(2 * layers - 1);
     // With parameter gradients, one more Gemm per layer (∂L/∂W).
     expect(gemms(buildTrainingGraph(model, spec).graph)).to.equal(3 * layers - 1);
+  });
+
+  it('with a curvature interval, the second pass, the statistics and the A EMA run under one If; θ⁺ and the momenta outside it', () => {
+    const model = toOnnx(makeRefMlp(sizes, [...activations], { kind: 'mse', reduction: 'mean' }, 1));
+    const spec = { kind: 'mse', reduction: 'mean' } as const;
+    const layers = sizes.length - 1;
+    const top = buildDirectionGraph(model, spec, kbfgs({ warmStart: false, curvatureInterval: 4 })).model.graph!;
+    const gates = top.node!.filter((n) => n.opType === 'If');
+    expect(gates).to.have.length(1);
+    const branch = gates[0].attribute!.find((a) => a.name === 'then_branch')!.g!;
+    // Outside: forward, ∂L/∂input and ∂L/∂W (3 per layer but the first's ∂L/∂input), and H_g·X·H_a (2 per layer).
+    const gemmLike = (nodes: { opType?: string | null }[]) => nodes.filter((n) => n.opType === 'Gemm' || n.opType === 'MatMul').length;
+    expect(gemmLike(top.node!)).to.equal(3 * layers - 1 + 2 * layers);
+    // Inside: the second pass (2 per layer but one); its loss and each layer's new A leave through the If.
+    expect(branch.node!.filter((n) => n.name!.startsWith(SECOND_PASS) && n.opType === 'Gemm')).to.have.length(2 * layers - 1);
+    const newA = top.output!.map((o) => o.name!).filter((n) => n.startsWith('kfqn:new-A:'));
+    expect(newA).to.have.length(layers);
+    expect(gates[0].output).to.include.members([...newA, `${SECOND_PASS}${LOSS_OUTPUT}`]);
+    expect(top.output!.map((o) => o.name).filter((n) => n.startsWith('kfqn:new:'))).to.have.length(2 * layers);
+    expect(top.input!.map((i) => i.name)).to.include('kfqn:scalar:curvature');
   });
 });
 
