@@ -3,7 +3,7 @@
 // because the kernel's high-water mark (VmHWM) only ever grows within a process. ORT's first run
 // of a session traces its allocations and the second allocates the planned pattern, so the peak
 // settles from step 2 on: use --steps 2 or more.
-// Usage: npx tsx scripts/bench/peak-memory.ts [--models resnet,vgg] [--optimizers sgd,adam,rmsprop,kfac,shampoo,kbfgs,kbfgs-l,kfqn,kfqn-l,kfqn-l-lbfgs,kfqn-l-lbfgs-interval10] [--steps 5] [--batch 32]
+// Usage: npx tsx scripts/bench/peak-memory.ts [--models resnet,vgg] [--optimizers sgd,adam,rmsprop,kfac,kfac-cnn,shampoo,kbfgs,kbfgs-l,kfqn,kfqn-l,kfqn-l-lbfgs,kfqn-l-lbfgs-interval10] [--steps 5] [--batch 32]
 // Prints one JSON object; progress goes to stderr. Memory is in MiB (the kernel's kB are KiB).
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -30,6 +30,8 @@ const models: Record<string, { load: () => onnx.ModelProto; sampleShape: number[
 const optimizers: Record<string, () => OptimizerChoice> = {
   sgd: () => sgd({ lr: 0.01, momentum: 0.9 }), adam: () => adam({ lr: 1e-3 }), rmsprop: () => rmsprop({ lr: 1e-3 }),
   kfac: () => kfac({ warmStart: false }), shampoo: () => shampoo({ warmStart: false }),
+  // The authors' CNN frequencies: a plain step between factor refreshes.
+  'kfac-cnn': () => kfac({ warmStart: false, statInterval: 10, inverseInterval: 100 }),
   kbfgs: () => kbfgs({ warmStart: false }), 'kbfgs-l': () => kbfgsL({ warmStart: false }),
   kfqn: () => kfqn(), 'kfqn-l': () => kfqnL(), 'kfqn-l-lbfgs': () => kfqnL({ aSide: 'lbfgs' }),
   // With the curvature every 10 steps: one more session (the direction graph without the second pass).
