@@ -255,6 +255,14 @@ describe('runtime backends: CPU, WASM and WebGPU agree in float32', function () 
       const gpu = needWebGpu(this);
       expectSame(await steps(gpu, lbfgsBoth()), await steps(cpu, lbfgsBoth()), 'webgpu');
     });
+
+    // Steps 1 and 3 update the curvature, step 2 runs the direction graph with its If off.
+    const gated = () => kfqn({ curvatureInterval: 2 });
+    it('kfqn --curvature-interval 2 (the direction graph\'s If) on WASM and WebGPU gives CPU\'s losses and parameters', async function () {
+      const reference = await steps(cpu, gated());
+      expectSame(await steps(wasm, gated()), reference, 'wasm');
+      expectSame(await steps(needWebGpu(this), gated()), reference, 'webgpu');
+    });
   });
 
   describe('providers that cannot run', () => {
