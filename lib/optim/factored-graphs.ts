@@ -1,22 +1,27 @@
 // The graphs of KFAC and Shampoo (ALGORITHMS.md §7.4–7.5), built once per model:
 //  - step: forward/backward, momentum, D = H_g·X·H_a with the current preconditioners, θ⁺;
 //    Shampoo's step graph also refreshes its factors L ← βL + (1−β)·X_gX_gᵀ, R likewise with X_gᵀX_g
-//    from the raw gradient X_g (the graph without them serves steps between refreshes);
+//    from the raw gradient X_g (with a statistics interval, under an If, so that the same graph
+//    serves the steps between refreshes);
 //  - KFAC statistics: a backward from targets sampled from the model (or the data's targets), the
 //    EMAs of A = (1/M)ÃᵀÃ and G = (1/(M·T))Σ g gᵀ, inlined into KFAC's step graph so that both
-//    backward passes share one forward;
+//    backward passes share one forward (under the same If with a statistics interval);
 //  - preconditioners: KFAC (F + √λ·I)⁻¹ per factor, Shampoo (F + ε·I)^(−1/4).
 import {
   A, emitInverseRoot, emitPrecondition, emitRegularizedInverse, type DataType, type Layer, type onnx,
   type TrainingGraph, type TrainingGraphOptions,
 } from '../../graph-tools/index.js';
 import type { FactoredOptimizer } from './kfac.js';
-import { buildFactorEmaGraph, buildPreconditionedStepGraph, declare, ema, kernelGraph, kname, layerDims, type StepGraph } from './preconditioned-step.js';
+import { buildFactorEmaGraph, buildPreconditionedStepGraph, declare, ema, gateStepOutputs, kernelGraph, kname, layerDims, type StepGraph } from './preconditioned-step.js';
 
 type Spec = Omit<TrainingGraphOptions, 'capture'>;
 
+/**
+ * Shampoo's step graph (`withStatistics`: with its factor EMAs; with a statistics interval, under the
+ * `statistics` gate), or the step KFAC's graph starts from.
+ */
 export function buildFactoredStepGraph(model: onnx.ModelProto, spec: Spec, opt: FactoredOptimizer, withStatistics: boolean): StepGraph {
-  return buildPreconditionedStepGraph(model, spec, undefined, ({ g, e, layer: l, dtype, X, gradient, scalar }) => {
+  const step = buildPreconditionedStepGraph(model, spec, undefined, ({ g, e, layer: l, dtype, X, gradient, scalar }) => {
     const { G, dg, da } = layerDims(l);
     declare(g, kname.Hg(l.name), dtype, [G, dg, dg], 'input');
     declare(g, kname.Ha(l.name), dtype, [G, da, da], 'input');
@@ -31,6 +36,17 @@ export function buildFactoredStepGraph(model: onnx.ModelProto, spec: Spec, opt: 
     }
     return emitPrecondition(e, kname.Hg(l.name), X, kname.Ha(l.name));
   });
+  return opt.name === 'shampoo' && withStatistics ? gatedFactors(step, opt) : step;
+}
+
+/**
+ * With a statistics interval, the factor EMAs run only when the scalar input `statistics` is 1, so
+ * that the steps between refreshes run the same session (and memory arena) at a plain step's cost.
+ */
+function gatedFactors(step: StepGraph, opt: FactoredOptimizer): StepGraph {
+  if (opt.options.statInterval === 1) return step;
+  gateStepOutputs(step, 'statistics', new Set(step.layers.flatMap((l) => [kname.newA(l.name), kname.newG(l.name)])));
+  return { ...step, model: step.training.graph.toModel() };
 }
 
 /**
@@ -51,7 +67,7 @@ export function buildKfacStepGraph(model: onnx.ModelProto, spec: Spec, opt: Extr
     declare(g, kname.newA(l.name), step.dtype, [G, da, da], 'output', rename(kname.newA(l.name)));
     declare(g, kname.newG(l.name), step.dtype, [G, dg, dg], 'output', rename(kname.newG(l.name)));
   }
-  return { ...step, model: g.toModel() };
+  return gatedFactors({ ...step, model: g.toModel() }, opt);
 }
 
 /** KFAC's statistics pass: the EMAs of A and G (no parameter gradients). */

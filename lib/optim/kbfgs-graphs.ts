@@ -9,12 +9,12 @@
 // KF-QN's convergent variant takes its A-side pair and means from an independent batch at θ
 // (the action pass) instead of from graph 1.
 import {
-  A, buildTrainingGraph, type Emitter, emitBfgsInverseUpdate, gateOutputs, emitDoubleDamping, emitHessianActionPair, emitLbfgsApply, emitLbfgsGamma, emitLbfgsPush,
+  A, buildTrainingGraph, type Emitter, emitBfgsInverseUpdate, emitDoubleDamping, emitHessianActionPair, emitLbfgsApply, emitLbfgsGamma, emitLbfgsPush,
   emitPrecondition, emitRegularizedInverse, GraphError, type Graph, outName, prepareGraph, requireLayers, statName, type DataType, type Layer, type onnx,
   type StatisticsRequest, type TrainingGraph, type TrainingGraphOptions,
 } from '../../graph-tools/index.js';
 import type { KroneckerOptimizer } from './kbfgs.js';
-import { buildPreconditionedStepGraph, declare, emitOptimizerStep, kernelGraph, kname, layerDims, type LayerContext, type StepGraph } from './preconditioned-step.js';
+import { buildPreconditionedStepGraph, declare, emitOptimizerStep, gateStepOutputs, kernelGraph, kname, layerDims, type LayerContext, type StepGraph } from './preconditioned-step.js';
 
 export { kname, layerDims };
 
@@ -79,12 +79,9 @@ export function buildDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingG
  */
 function gateCurvature(step: StepGraph): void {
   const tg = step.training;
-  const g = tg.graph;
   const always = new Set([tg.outputs.loss, kname.directionNorm, ...tg.buffers.flatMap((b) => (b.output ? [b.output] : []))]);
-  const gated = new Set(g.outputs.map((o) => o.name).filter((n) => !always.has(n) && !n.startsWith(kname.newParam('')) && !n.startsWith(kname.newMomentum(''))));
-  declare(g, kname.scalar('curvature'), step.dtype, [], 'input');
-  const condition = tg.emitter.op('Greater', [kname.scalar('curvature'), tg.emitter.constant(0.5, step.dtype)]);
-  gateOutputs(g, gated, condition);
+  const gated = tg.graph.outputs.map((o) => o.name).filter((n) => !always.has(n) && !n.startsWith(kname.newParam('')) && !n.startsWith(kname.newMomentum('')));
+  gateStepOutputs(step, 'curvature', new Set(gated));
 }
 
 /**

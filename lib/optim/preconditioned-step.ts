@@ -5,7 +5,7 @@
 // gradient direction"). The squared norm of the whole direction is an output, so that a
 // non-finite direction is caught with one scalar read.
 import {
-  A, buildTrainingGraph, Emitter, Graph, type DataType, type Layer, type LayerStatistics, type onnx, type StatisticsRequest,
+  A, buildTrainingGraph, Emitter, gateOutputs, Graph, mergeCommonSubexpressions, type DataType, type Layer, type LayerStatistics, type onnx, type StatisticsRequest,
   type TrainingGraph, type TrainingGraphOptions,
 } from '../../graph-tools/index.js';
 
@@ -183,6 +183,19 @@ export function emitOptimizerStep(
   for (const p of plainParameters) step(p, newMomentum.get(p)!);
   declare(g, kname.directionNorm, dtype, [], 'output', e.sum(squares));
   return { layers, plainParameters };
+}
+
+/**
+ * Makes `gated` outputs of a step graph computed only when its scalar input `kfqn:scalar:<flag>`
+ * is 1 (gateOutputs: they move under an If), so that one session, in one memory arena, also serves
+ * the steps that skip them at a plain step's cost. Copies of the step's own values (a pass inlined
+ * with the same inputs, as KFAC's statistics forward) are merged first, so they stay outside.
+ */
+export function gateStepOutputs(step: StepGraph, flag: string, gated: ReadonlySet<string>): void {
+  const { graph: g, emitter: e } = step.training;
+  mergeCommonSubexpressions(g);
+  declare(g, kname.scalar(flag), step.dtype, [], 'input');
+  gateOutputs(g, gated, e.op('Greater', [kname.scalar(flag), e.constant(0.5, step.dtype)]));
 }
 
 /** A graph of its own (the curvature update, the inverses): opset 13 and an emitter. */

@@ -18,7 +18,7 @@ export class FactoredEngine extends PreconditionedEngine {
     backend: Backend,
     private readonly opt: FactoredOptimizer,
     graph: StepGraph,
-    private readonly sessions: { step: Session; plainStep?: Session; preconditioners: Session },
+    private readonly sessions: { step: Session; preconditioners: Session },
   ) {
     super(backend, graph);
     for (const l of graph.layers) {
@@ -37,8 +37,6 @@ export class FactoredEngine extends PreconditionedEngine {
     const graph = opt.name === 'kfac' ? buildKfacStepGraph(model, spec, opt) : buildFactoredStepGraph(model, spec, opt, true);
     const sessions = {
       step: await session(graph.model, 'step graph'),
-      // Between factor refreshes: the same step without the statistics.
-      plainStep: opt.options.statInterval > 1 ? await session(buildFactoredStepGraph(model, spec, opt, false).model, 'step graph') : undefined,
       preconditioners: await session(buildPreconditionerGraph(graph.layers, opt, graph.dtype), opt.name === 'kfac' ? 'inverses' : 'inverse roots'),
     };
     return new FactoredEngine(backend, opt, graph, sessions);
@@ -74,9 +72,14 @@ export class FactoredEngine extends PreconditionedEngine {
     } else if (refresh) {
       await this.refreshPreconditioners();
     }
+    // Without this step's statistics the factors are held (β = 1); with a statistics interval the
+    // graph's `statistics` gate skips computing them.
     const held = { beta: 1, oneMinusBeta: 0 };
-    const session = factorsFromStep || !this.sessions.plainStep ? this.sessions.step : this.sessions.plainStep;
-    const scalars = { neglr: -this.opt.learningRate(this.t + 1), l2: o.decoupledWeightDecay ? 0 : o.weightDecay, decay: o.decoupledWeightDecay ? o.weightDecay : 0, rho: o.momentum, oneMinusRho: 1 - o.momentum, ...(factorsFromStep ? ema : held) };
+    const session = this.sessions.step;
+    const scalars = {
+      neglr: -this.opt.learningRate(this.t + 1), l2: o.decoupledWeightDecay ? 0 : o.weightDecay, decay: o.decoupledWeightDecay ? o.weightDecay : 0, rho: o.momentum, oneMinusRho: 1 - o.momentum,
+      ...(factorsFromStep ? ema : held), statistics: factorsFromStep ? 1 : 0,
+    };
     const out = await session.run(this.feeds(session, data, scalars));
     const loss = await this.scalar(out[this.training.outputs.loss]);
     // A non-finite loss (non-finite gradients) or direction (a broken preconditioner) skips the step.
@@ -89,7 +92,7 @@ export class FactoredEngine extends PreconditionedEngine {
   /** The factors from the step graph's statistics outputs (the step itself is dropped). */
   private async refreshFactors(data: Feeds, scalars: { beta: number; oneMinusBeta: number }, warm: boolean): Promise<void> {
     const session = this.sessions.step;
-    const all = { ...scalars, neglr: 0, l2: 0, decay: 0, rho: 0, oneMinusRho: 1 };
+    const all = { ...scalars, neglr: 0, l2: 0, decay: 0, rho: 0, oneMinusRho: 1, statistics: 1 };
     const outputs = this.stepGraph.layers.flatMap((l) => [kname.newA(l.name), kname.newG(l.name)]);
     const loss = this.training.outputs.loss;
     const out = await session.run(this.feeds(session, data, all), [...outputs, loss]);

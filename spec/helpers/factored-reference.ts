@@ -12,6 +12,8 @@ export interface FactoredReferenceOptions {
   damping: number;
   /** KFAC's inverse interval or Shampoo's root interval. */
   interval: number;
+  /** The factors' EMAs take a batch at steps t ≡ 0 mod this (default 1). */
+  statInterval?: number;
   statDecay?: number;
   momentum?: number;
   l2?: number;
@@ -34,6 +36,7 @@ export class FactoredReference {
       return { m: new Float64Array(dg * da), left: new Float64Array(dg * dg), right: new Float64Array(da * da), Pl: new Float64Array(0), Pr: new Float64Array(0), dg, da };
     });
     const refresh = method === 'kfac' ? this.t % interval === 0 || this.t < interval : this.t === 0 || this.t % interval === 0;
+    const statStep = this.t % (this.o.statInterval ?? 1) === 0;
     net.layers.forEach((layer, l) => {
       const st = this.layers![l]; const { dg, da } = st; const nin = da - 1;
       const grad = new Float64Array(dg * da); // raw gradient in W̃ layout
@@ -64,7 +67,7 @@ export class FactoredReference {
         for (let k = 0; k < state.length; k++) state[k] = this.t === 0 ? batch[k] : beta * state[k] + (1 - beta) * batch[k];
       };
       // KFAC refreshes its factors before inverting them; Shampoo's roots use the factors up to the previous step.
-      if (method === 'kfac' || this.t === 0) { ema(st.left, leftB); ema(st.right, rightB); }
+      if ((method === 'kfac' && statStep) || this.t === 0) { ema(st.left, leftB); ema(st.right, rightB); }
       if (refresh) {
         const precondition = (F: Float64Array, d: number) => {
           if (method === 'kfac') {
@@ -76,7 +79,7 @@ export class FactoredReference {
         };
         st.Pl = precondition(st.left, dg); st.Pr = precondition(st.right, da);
       }
-      if (method === 'shampoo' && this.t > 0) { ema(st.left, leftB); ema(st.right, rightB); }
+      if (method === 'shampoo' && this.t > 0 && statStep) { ema(st.left, leftB); ema(st.right, rightB); }
       // D = P_l · m · P_r;  θ ← θ − α·D
       const PlM = new Float64Array(dg * da);
       for (let r = 0; r < dg; r++) for (let k = 0; k < dg; k++) for (let c = 0; c < da; c++) PlM[r * da + c] += st.Pl[r * dg + k] * st.m[k * da + c];
