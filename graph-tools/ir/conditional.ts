@@ -54,8 +54,7 @@ export function gateOutputs(g: Graph, gated: ReadonlySet<string>, condition: str
   const branch = (name: string, graph: onnx.GraphProto) => onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.GRAPH, g: graph });
   // The If goes right after the last value it reads, so that the values it keeps alive (its
   // implicit inputs) live no longer than they must.
-  const insideValues = new Set(moved.flatMap((n) => n.outputs));
-  const reads = new Set([condition, ...moved.flatMap((n) => n.inputs).filter((v) => v && !insideValues.has(v))]);
+  const reads = new Set([condition, ...moved.flatMap((n) => n.inputs).filter((v) => v && !movedOutputs.has(v))]);
   const at = 1 + Math.max(-1, ...g.nodes.map((n, i) => (n.outputs.some((o) => reads.has(o)) ? i : -1)));
   g.nodes.splice(at, 0, {
     name: `gate:${condition}`, opType: 'If', domain: '', inputs: [condition], outputs: outputs.map((o) => o.name),
