@@ -18,6 +18,8 @@ export interface KbfgsReferenceOptions {
   mu1?: number;
   momentum?: number;
   l2?: number;
+  /** Decoupled weight decay instead of L2: θ ← θ − α·(D + decay·θ), nothing added to the gradient. */
+  decoupledDecay?: number;
   /** undefined: dense K-BFGS; a number p: K-BFGS(L) with memory p (H0 = I). */
   memory?: number;
   dampingMode?: DampingMode;
@@ -243,7 +245,7 @@ export class KbfgsReference {
     this.betaSY = opts.betaSY ?? 0.9;
     this.mu1 = opts.mu1 ?? 0.2;
     this.momentum = opts.momentum ?? 0.9;
-    this.l2 = opts.l2 ?? 1e-5;
+    this.l2 = opts.decoupledDecay !== undefined ? 0 : opts.l2 ?? 1e-5;
     this.memory = opts.memory;
     this.dampingMode = opts.dampingMode ?? 'neurips';
     this.warmStartA = opts.warmStartA;
@@ -381,9 +383,10 @@ export class KbfgsReference {
     // 2. θ⁺ = θ − αD, and the second pass on the pairs' batch.
     for (let l = 0; l < L; l++) {
       const { dg, da } = layers[l], nin = da - 1, D = directions[l], { W, b } = net.layers[l];
+      const decay = this.opts.decoupledDecay ?? 0;
       for (let r = 0; r < dg; r++) {
-        for (let c = 0; c < nin; c++) W[r * nin + c] -= lr * D[r * da + c];
-        b[r] -= lr * D[r * da + nin];
+        for (let c = 0; c < nin; c++) W[r * nin + c] -= lr * (D[r * da + c] + decay * W[r * nin + c]);
+        b[r] -= lr * (D[r * da + nin] + decay * b[r]);
       }
     }
     if (held) {

@@ -30,6 +30,7 @@ const cases: Case[] = [
   { name: 'kfqn --a-side lbfgs (p_a = 3)', options: { aSide: 'lbfgs', aHistory: 3 }, reference: { aMemory: 3 } },
   { name: 'kfqn-l --a-side lbfgs (p = 2, p_a = 2)', options: { history: 2, aSide: 'lbfgs', aHistory: 2 }, reference: { memory: 2, aMemory: 2 } },
   { name: 'kfqn --damping-mode neurips', options: { dampingMode: 'neurips' }, reference: { dampingMode: 'neurips' } },
+  { name: 'kfqn --decoupled-weight-decay (τ 0.05)', options: { weightDecay: 0.05, decoupledWeightDecay: true }, reference: { decoupledDecay: 0.05 } },
   { name: 'kfqn --curvature-interval 2 (H_g, H_a held at odd steps)', options: { curvatureInterval: 2 }, reference: { curvatureInterval: 2 } },
   { name: 'kfqn-l --a-side lbfgs --curvature-interval 3', options: { history: 2, aSide: 'lbfgs', aHistory: 2, curvatureInterval: 3 }, reference: { memory: 2, aMemory: 2, curvatureInterval: 3 } },
 ];
