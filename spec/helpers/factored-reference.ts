@@ -17,6 +17,8 @@ export interface FactoredReferenceOptions {
   statDecay?: number;
   momentum?: number;
   l2?: number;
+  /** Decoupled weight decay instead of L2: θ ← θ − α·(D + decay·θ). */
+  decoupledDecay?: number;
 }
 
 interface LayerState { m: Float64Array; left: Float64Array; right: Float64Array; Pl: Float64Array; Pr: Float64Array; dg: number; da: number }
@@ -28,7 +30,8 @@ export class FactoredReference {
 
   step(net: RefMlp, X: ArrayLike<number>, target: RefTarget): number {
     const { method, lr, damping, interval } = this.o;
-    const beta = this.o.statDecay ?? 0.9; const rho = this.o.momentum ?? 0.9; const l2 = this.o.l2 ?? 1e-5;
+    const beta = this.o.statDecay ?? 0.9; const rho = this.o.momentum ?? 0.9;
+    const decay = this.o.decoupledDecay ?? 0; const l2 = this.o.decoupledDecay !== undefined ? 0 : this.o.l2 ?? 1e-5;
     const M = X.length / net.sizes[0];
     const fb = forwardBackward(net, X, target);
     this.layers ??= net.layers.map((_, l) => {
@@ -80,14 +83,14 @@ export class FactoredReference {
         st.Pl = precondition(st.left, dg); st.Pr = precondition(st.right, da);
       }
       if (method === 'shampoo' && this.t > 0 && statStep) { ema(st.left, leftB); ema(st.right, rightB); }
-      // D = P_l · m · P_r;  θ ← θ − α·D
+      // D = P_l · m · P_r;  θ ← θ − α·(D + decay·θ)
       const PlM = new Float64Array(dg * da);
       for (let r = 0; r < dg; r++) for (let k = 0; k < dg; k++) for (let c = 0; c < da; c++) PlM[r * da + c] += st.Pl[r * dg + k] * st.m[k * da + c];
       for (let r = 0; r < dg; r++) {
         for (let c = 0; c < da; c++) {
           let D = 0;
           for (let k = 0; k < da; k++) D += PlM[r * da + k] * st.Pr[k * da + c];
-          if (c < nin) layer.W[r * nin + c] -= lr * D; else layer.b[r] -= lr * D;
+          if (c < nin) layer.W[r * nin + c] -= lr * (D + decay * layer.W[r * nin + c]); else layer.b[r] -= lr * (D + decay * layer.b[r]);
         }
       }
     });

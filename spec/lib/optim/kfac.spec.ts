@@ -16,7 +16,10 @@ const cases = [
   // With a statistics interval the step graph computes the factors under an If (off between refreshes).
   { name: 'kfac, factors every 2nd step (inverses every step for 3 steps, then every 3rd)', method: 'kfac' as const, lr: 0.3, damping: 0.3, interval: 3, statInterval: 2 },
   { name: 'shampoo, factors every 2nd step (roots every 3rd)', method: 'shampoo' as const, lr: 0.1, damping: 0.1, interval: 3, statInterval: 2 },
+  { name: 'kfac with decoupled weight decay (τ 0.05)', method: 'kfac' as const, lr: 0.3, damping: 0.3, interval: 3, decoupledDecay: 0.05 },
 ];
+
+const decay = (c: { decoupledDecay?: number }) => (c.decoupledDecay === undefined ? {} : { weightDecay: c.decoupledDecay, decoupledWeightDecay: true });
 
 for (const c of cases) {
   describe(`factored engine against the float64 reference: ${c.name}`, () => {
@@ -27,8 +30,8 @@ for (const c of cases) {
       const ref = new FactoredReference(c);
       const refNet = cloneRefMlp(net);
       const optimizer = c.method === 'kfac'
-        ? kfac({ lr: c.lr, damping: c.damping, inverseInterval: c.interval, fisher: 'empirical', warmStart: false, statInterval: c.statInterval ?? 1 })
-        : shampoo({ lr: c.lr, epsilon: c.damping, rootInterval: c.interval, rootIterations: 40, warmStart: false, statInterval: c.statInterval ?? 1 });
+        ? kfac({ lr: c.lr, damping: c.damping, inverseInterval: c.interval, fisher: 'empirical', warmStart: false, statInterval: c.statInterval ?? 1, ...decay(c) })
+        : shampoo({ lr: c.lr, epsilon: c.damping, rootInterval: c.interval, rootIterations: 40, warmStart: false, statInterval: c.statInterval ?? 1, ...decay(c) });
       const trainer = await Trainer.create(await createBackend('cpu'), toOnnx(net), { kind: 'bce-with-logits', reduction: 'per-sample-sum', target: 'input', optimizer });
       const batch: Batch = { index: 0, epoch: 0, size: M, inputs: X };
       try {
