@@ -17,15 +17,15 @@ import { buildFactorEmaGraph, buildPreconditionedStepGraph, declare, ema, gateSt
 type Spec = Omit<TrainingGraphOptions, 'capture'>;
 
 /**
- * Shampoo's step graph (`withStatistics`: with its factor EMAs; with a statistics interval, under the
- * `statistics` gate), or the step KFAC's graph starts from.
+ * The step with the preconditioners fed in: Shampoo's with its factor EMAs (under the `statistics`
+ * gate with a statistics interval), KFAC's without (buildKfacStepGraph adds its statistics pass).
  */
-export function buildFactoredStepGraph(model: onnx.ModelProto, spec: Spec, opt: FactoredOptimizer, withStatistics: boolean): StepGraph {
+export function buildFactoredStepGraph(model: onnx.ModelProto, spec: Spec, opt: FactoredOptimizer): StepGraph {
   const step = buildPreconditionedStepGraph(model, spec, undefined, ({ g, e, layer: l, dtype, X, gradient, scalar }) => {
     const { G, dg, da } = layerDims(l);
     declare(g, kname.Hg(l.name), dtype, [G, dg, dg], 'input');
     declare(g, kname.Ha(l.name), dtype, [G, da, da], 'input');
-    if (opt.name === 'shampoo' && withStatistics) {
+    if (opt.name === 'shampoo') {
       const Xg = gradient();
       const left = e.op('MatMul', [Xg, e.op('Transpose', [Xg], [A.ints('perm', [0, 2, 1])])]);
       const right = e.op('MatMul', [e.op('Transpose', [Xg], [A.ints('perm', [0, 2, 1])]), Xg]);
@@ -36,7 +36,7 @@ export function buildFactoredStepGraph(model: onnx.ModelProto, spec: Spec, opt: 
     }
     return emitPrecondition(e, kname.Hg(l.name), X, kname.Ha(l.name));
   });
-  return opt.name === 'shampoo' && withStatistics ? gatedFactors(step, opt) : step;
+  return opt.name === 'shampoo' ? gatedFactors(step, opt) : step;
 }
 
 /**
@@ -56,7 +56,7 @@ function gatedFactors(step: StepGraph, opt: FactoredOptimizer): StepGraph {
  * forward once (as the authors' code reuses it). The direction uses the preconditioners fed in.
  */
 export function buildKfacStepGraph(model: onnx.ModelProto, spec: Spec, opt: Extract<FactoredOptimizer, { name: 'kfac' }>): StepGraph {
-  const step = buildFactoredStepGraph(model, spec, opt, false);
+  const step = buildFactoredStepGraph(model, spec, opt);
   const stats = buildKfacStatisticsGraph(model, spec, step.layers, opt.options.fisher);
   const g = step.training.graph;
   const declared = new Set(g.inputs.map((i) => i.name));

@@ -198,7 +198,6 @@ function kbfgsDirection(opt: KroneckerOptimizer): (c: LayerContext) => string {
   return ({ g, e, layer: l, dtype, X, statistics, scalar }) => {
     const { G, dg, da } = layerDims(l);
     declareHa(g, l, opt, dtype);
-    // Without statistics (a step between curvature updates) A is held.
     if (opt.aSource === 'ema') {
       declare(g, kname.A(l.name), dtype, [G, da, da], 'input');
       // A' = β_A·A + (1 − β_A)·A_batch  (β_A = 1 at the first step: A came from the warm start)

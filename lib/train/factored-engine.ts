@@ -34,7 +34,7 @@ export class FactoredEngine extends PreconditionedEngine {
     const source = spec.source ?? 'model';
     const label = opt.name === 'kfac' ? 'KFAC' : 'Shampoo';
     const session = (m: onnx.ModelProto, what: string) => backend.createSession(encodeModel(m), { name: `${label} ${what} of ${source}` });
-    const graph = opt.name === 'kfac' ? buildKfacStepGraph(model, spec, opt) : buildFactoredStepGraph(model, spec, opt, true);
+    const graph = opt.name === 'kfac' ? buildKfacStepGraph(model, spec, opt) : buildFactoredStepGraph(model, spec, opt);
     const sessions = {
       step: await session(graph.model, 'step graph'),
       preconditioners: await session(buildPreconditionerGraph(graph.layers, opt, graph.dtype), opt.name === 'kfac' ? 'inverses' : 'inverse roots'),
@@ -81,12 +81,12 @@ export class FactoredEngine extends PreconditionedEngine {
       ...(factorsFromStep ? ema : held), statistics: factorsFromStep ? 1 : 0,
     };
     const out = await session.run(this.feeds(session, data, scalars));
-    const loss = await this.scalar(out[this.training.outputs.loss]);
     // A non-finite loss (non-finite gradients) or direction (a broken preconditioner) skips the step.
-    if (!Number.isFinite(loss) || !Number.isFinite(await this.scalar(out[kname.directionNorm]))) return { loss, skipped: true };
+    const result = await this.checkStep(out);
+    if (result.skipped) return result;
     if (factorsFromStep) this.commitFactors(out);
     this.commitStep(out);
-    return { loss, skipped: false };
+    return result;
   }
 
   /** The factors from the step graph's statistics outputs (the step itself is dropped). */

@@ -191,10 +191,9 @@ export class KroneckerEngine extends PreconditionedEngine {
   private async plainStep(data: Feeds, scalars: Record<string, number>): Promise<KroneckerStepInfo> {
     const session = this.sessions.direction;
     const out = await session.run(this.feeds(session, data, scalars));
-    const loss = await this.scalar(out[this.direction.training.outputs.loss]);
-    if (!Number.isFinite(loss) || !Number.isFinite(await this.scalar(out[kname.directionNorm]))) return { loss, skipped: true };
-    this.commitStep(out);
-    return { loss, skipped: false };
+    const result = await this.checkStep(out);
+    if (!result.skipped) this.commitStep(out);
+    return result;
   }
 
   async release(): Promise<void> {

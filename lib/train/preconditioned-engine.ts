@@ -80,5 +80,11 @@ export abstract class PreconditionedEngine {
 
   protected async scalar(t: Tensor): Promise<number> { return Number((await this.backend.read(t))[0]); }
 
+  /** A step graph's loss, and whether its step must be skipped: a non-finite loss (gradients) or direction. */
+  protected async checkStep(out: Feeds): Promise<{ loss: number; skipped: boolean }> {
+    const loss = await this.scalar(out[this.stepGraph.training.outputs.loss]);
+    return { loss, skipped: !Number.isFinite(loss) || !Number.isFinite(await this.scalar(out[kname.directionNorm])) };
+  }
+
   protected tensor(t: Pick<TensorData, 'data' | 'dims'>): Tensor { return this.backend.tensor('float32', t.data as Float32Array, t.dims); }
 }
