@@ -12,11 +12,11 @@ import { parseArgs } from 'node:util';
 import { buildTrainingGraph, encodeModel, type onnx } from '../../graph-tools/index.js';
 import { mulberry32, type Batch } from '../../lib/data/index.js';
 import { readModelFile } from '../../lib/io/files.js';
-import { adam, kbfgs, kbfgsL, kfac, kfqn, kfqnL, optimizerStateReport, rmsprop, sgd, shampoo } from '../../lib/optim/index.js';
+import { optimizerStateReport } from '../../lib/optim/index.js';
 import { createBackend } from '../../lib/runtime/node.js';
 import type { Tensor } from '../../lib/runtime/index.js';
 import { Trainer, type TrainerOptions } from '../../lib/train/trainer.js';
-import { machine } from './common.js';
+import { benchOptimizer, machine } from './common.js';
 import { buildVggStyle } from './vgg-model.js';
 
 type OptimizerChoice = TrainerOptions['optimizer'];
@@ -26,16 +26,11 @@ const models: Record<string, { load: () => onnx.ModelProto; sampleShape: number[
   vgg: { load: () => buildVggStyle(), sampleShape: [3, 32, 32], classes: 10 },
 };
 
-// Hyper-parameters do not change memory; the warm start is off only to keep each child quick.
+// Hyper-parameters do not change memory: the per-step benches' optimizers (no warm starts, which
+// keeps each child quick), and KF-QN(L) with an L-BFGS A side and the curvature every 10 steps.
 const optimizers: Record<string, () => OptimizerChoice> = {
-  sgd: () => sgd({ lr: 0.01, momentum: 0.9 }), adam: () => adam({ lr: 1e-3 }), rmsprop: () => rmsprop({ lr: 1e-3 }),
-  kfac: () => kfac({ warmStart: false }), shampoo: () => shampoo({ warmStart: false }),
-  // The authors' CNN frequencies: a plain step between factor refreshes.
-  'kfac-cnn': () => kfac({ warmStart: false, statInterval: 10, inverseInterval: 100 }),
-  kbfgs: () => kbfgs({ warmStart: false }), 'kbfgs-l': () => kbfgsL({ warmStart: false }),
-  kfqn: () => kfqn(), 'kfqn-l': () => kfqnL(), 'kfqn-l-lbfgs': () => kfqnL({ aSide: 'lbfgs' }),
-  // With the curvature every 10 steps: one more session (the direction graph without the second pass).
-  'kfqn-l-lbfgs-interval10': () => kfqnL({ aSide: 'lbfgs', curvatureInterval: 10 }),
+  ...Object.fromEntries(['sgd', 'adam', 'rmsprop', 'kfac', 'kfac-cnn', 'shampoo', 'kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l', 'kfqn-l-lbfgs'].map((name) => [name, () => benchOptimizer(name)])),
+  'kfqn-l-lbfgs-interval10': () => benchOptimizer('kfqn-l-lbfgs', 10),
 };
 
 /** The child's no-optimizer run: one forward+backward session, as step-time.ts's floor. */
