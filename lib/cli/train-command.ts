@@ -66,6 +66,8 @@ Optimizer
   --step-power X             kfqn --variant convergent: β in (0.5, 1) (default 0.6)
   --curvature-interval N     kbfgs, kfqn: second pass and curvature update every N steps, H_g·X·H_a
                              with the curvature held between (default 1, the authors')
+  --g-init identity|factor   kbfgs, kfqn (dense H_g): H_g⁰ = I (default, the authors'), or
+                             (G + μ2·I)⁻¹ from the gradient factor G of the batches that give H_a⁰
   --warm-start | --no-warm-start   rmsprop (v), kfac, shampoo, kbfgs (the factors): one pass over
                              the data first (default), or the first batch (kfqn always)
   --stat-interval N          kfac, shampoo: refresh the factors every N steps (default 1)
@@ -93,7 +95,7 @@ export async function train(args: string[]): Promise<void> {
     'warm-start': { type: 'boolean' }, 'no-warm-start': { type: 'boolean' }, 'stat-interval': { type: 'string' }, 'inverse-interval': { type: 'string' },
     'root-interval': { type: 'string' }, 'root-iterations': { type: 'string' }, fisher: { type: 'string' }, 'paper-compat': { type: 'boolean' }, 'abar-bias': { type: 'string' },
     'a-side': { type: 'string' }, 'a-history': { type: 'string' }, 'conv-damping': { type: 'string' }, variant: { type: 'string' }, 'step-power': { type: 'string' },
-    'curvature-interval': { type: 'string' }, ep: { type: 'string' }, log: { type: 'string' }, out: { type: 'string', short: 'o' }, quiet: { type: 'boolean' },
+    'curvature-interval': { type: 'string' }, 'g-init': { type: 'string' }, ep: { type: 'string' }, log: { type: 'string' }, out: { type: 'string', short: 'o' }, quiet: { type: 'boolean' },
   }, 1);
   if (values.help) return void console.log(HELP);
   const isDefault = positionals.length === 0;
@@ -170,6 +172,7 @@ const FLAG_OWNERS: Record<string, readonly OptimizerName[]> = {
   momentum: ['sgd', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'], nesterov: ['sgd'], beta1: ['adam'], beta2: ['adam', 'rmsprop'],
   eps: ['adam', 'rmsprop', 'shampoo'], damping: ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'], history: ['kbfgs-l', 'kfqn-l'],
   'damping-mode': ['kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'], 'curvature-interval': ['kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'], 'abar-bias': ['kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'],
+  'g-init': ['kbfgs', 'kfqn'],
   'a-side': ['kfqn', 'kfqn-l'], 'a-history': ['kfqn', 'kfqn-l'], 'conv-damping': ['kfqn', 'kfqn-l'], variant: ['kfqn', 'kfqn-l'], 'step-power': ['kfqn', 'kfqn-l'],
   'stat-decay': ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'],
   'no-warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'paper-compat': ['sgd', 'adam'],
@@ -202,7 +205,7 @@ function makeOptimizer(name: OptimizerName, values: Record<string, unknown>) {
       const choice = <T extends string>(flag: string, options: readonly T[]) => (values[flag] === undefined ? undefined : oneOf(values[flag], options, `--${flag}`));
       const quasiNewton = defined({
         damping: num('damping'), dampingMode: choice('damping-mode', ['neurips', 'lm'] as const), abarBias: choice('abar-bias', ['mean', 'one'] as const),
-        history: int('history'), curvatureInterval: int('curvature-interval'),
+        history: int('history'), curvatureInterval: int('curvature-interval'), gInit: choice('g-init', ['identity', 'factor'] as const),
       });
       if (name === 'kbfgs') return kbfgs({ ...curvature, ...quasiNewton });
       if (name === 'kbfgs-l') return kbfgsL({ ...curvature, ...quasiNewton });

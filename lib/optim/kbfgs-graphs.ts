@@ -230,13 +230,22 @@ export function buildCurvaturePassGraph(model: onnx.ModelProto, spec: Omit<Train
   return buildTrainingGraph(model, { ...spec, parameterGradients: false, capture: { gradients: false, statistics: { means: true } } });
 }
 
-/** Initialisation: H_a⁰ = (A + λ_A·I)⁻¹ per layer and group. */
-export function buildInitGraph(layers: Layer[], damping: LayerDamping, dtype: DataType): onnx.ModelProto {
+/**
+ * Initialisation, per layer and group: H_a⁰ = (A + λ_A·I)⁻¹ (unless the H_a is an L-BFGS operator)
+ * and, with gInit 'factor', H_g⁰ = (G + μ2·I)⁻¹.
+ */
+export function buildInitGraph(layers: Layer[], damping: LayerDamping, dtype: DataType, sides: { a: boolean; g: boolean } = { a: true, g: false }): onnx.ModelProto {
   const { g, e } = kernelGraph();
   for (const l of layers) {
-    const { G, da } = layerDims(l);
-    declare(g, kname.A(l.name), dtype, [G, da, da], 'input');
-    declare(g, kname.Ha(l.name), dtype, [G, da, da], 'output', emitRegularizedInverse(e, kname.A(l.name), damping.get(l.name)!.lambdaA, da, dtype));
+    const { G, da, dg } = layerDims(l);
+    const { lambdaA, mu2 } = damping.get(l.name)!;
+    const inverses: [string, string, number, number][] = [];
+    if (sides.a) inverses.push([kname.A(l.name), kname.Ha(l.name), lambdaA, da]);
+    if (sides.g) inverses.push([kname.G(l.name), kname.Hg(l.name), mu2, dg]);
+    for (const [factor, inverse, lambda, d] of inverses) {
+      declare(g, factor, dtype, [G, d, d], 'input');
+      declare(g, inverse, dtype, [G, d, d], 'output', emitRegularizedInverse(e, factor, lambda, d, dtype));
+    }
   }
   return g.toModel();
 }

@@ -41,6 +41,12 @@ export interface KbfgsOptions {
    * first-order step's cost.
    */
   curvatureInterval?: number;
+  /**
+   * H_g⁰: the identity (default, as the authors), or 'factor': (G + μ2·I)⁻¹ with G = (1/(M·T))·Σ g gᵀ
+   * the gradient factor (g = M·∂L/∂h, the data's labels) of the batches that give H_a⁰ (K-BFGS's
+   * warm start or first batch, KF-QN's first batch), as H_a⁰ comes from A. A dense H_g only.
+   */
+  gInit?: 'identity' | 'factor';
 }
 
 export interface KfqnOptions extends Omit<KbfgsOptions, 'statDecay' | 'warmStart'> {
@@ -77,8 +83,9 @@ export interface KroneckerOptimizer {
 function resolve(o: KbfgsOptions): Required<KbfgsOptions> {
   const r = {
     lr: 0.3, damping: 0.3, statDecay: 0.9, pairDecay: 0.9, momentum: 0.9, weightDecay: 1e-5, powell: 0.2,
-    dampingMode: 'neurips' as DampingMode, abarBias: 'mean' as 'mean' | 'one', warmStart: true, decoupledWeightDecay: false, curvatureInterval: 1, ...o,
+    dampingMode: 'neurips' as DampingMode, abarBias: 'mean' as 'mean' | 'one', warmStart: true, decoupledWeightDecay: false, curvatureInterval: 1, gInit: 'identity' as 'identity' | 'factor', ...o,
   };
+  if (r.gInit !== 'identity' && r.gInit !== 'factor') throw new RangeError(`gInit must be 'identity' or 'factor', got '${String(r.gInit)}'`);
   if (!Number.isInteger(r.curvatureInterval) || r.curvatureInterval < 1) throw new RangeError(`curvatureInterval must be an integer ≥ 1, got ${r.curvatureInterval}`);
   for (const [k, v] of Object.entries({ lr: r.lr, damping: r.damping, weightDecay: r.weightDecay })) {
     if (!(v >= 0) || !Number.isFinite(v)) throw new RangeError(`${k} must be a finite number ≥ 0, got ${v}`);
@@ -101,7 +108,13 @@ export function kbfgsL(options: KbfgsOptions & { history?: number } = {}): Krone
   const { history = 100, ...rest } = options;
   memory('history', history);
   const o = resolve(rest);
+  lbfgsG(o, 'kbfgs-l');
   return { kind: 'kronecker', name: 'kbfgs-l', options: { ...o, history }, history, aSource: 'ema', independentCurvatureBatch: false, learningRate: () => o.lr };
+}
+
+/** An L-BFGS H_g has no dense H_g⁰ to set from G. */
+function lbfgsG(o: Required<KbfgsOptions>, name: string): void {
+  if (o.gInit !== 'identity') throw new RangeError(`gInit '${o.gInit}' sets a dense H_g⁰ = (G + μ2·I)⁻¹; ${name}'s L-BFGS H_g starts from H0 = I (use ${name.slice(0, -2)}, or gInit 'identity')`);
 }
 
 function memory(name: string, p: number): void {
@@ -117,6 +130,7 @@ function kfqnOptimizer(name: 'kfqn' | 'kfqn-l', options: KfqnOptions, history?: 
   memory('aHistory', aHistory);
   // §4.2: DD-LM damping and ā with homogeneous entry 1 (HessianActionV2); no A, so no A EMA or warm start.
   const o = resolve({ dampingMode: 'lm', abarBias: 'one', ...rest, warmStart: false });
+  if (history !== undefined) lbfgsG(o, name);
   const lr = (t: number) => (variant === 'convergent' ? o.lr * Math.max(1, t) ** -stepPower : o.lr);
   return {
     kind: 'kronecker', name, options: { ...o, aSide, aHistory, convDamping, variant, stepPower, ...(history ? { history } : {}) },

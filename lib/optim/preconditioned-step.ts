@@ -212,15 +212,18 @@ export function ema(e: Emitter, state: string, batch: string, beta: string, oneM
 
 /**
  * A forward (and, for G, a backward that builds no parameter gradients) whose outputs are the EMAs
- * of each layer's batch factors: A' = β·A + (1−β)·A_batch, and G' likewise. With β = k/(k+1) at the
- * k-th batch it is the running mean of a warm-start pass; with the EMA decay, KFAC's refresh.
+ * of each layer's batch factors: A' = β·A + (1−β)·A_batch (unless `activationFactors` is false), and
+ * G' likewise. With β = k/(k+1) at the k-th batch it is the running mean of a warm-start pass; with
+ * the EMA decay, KFAC's refresh.
  */
 export function buildFactorEmaGraph(
-  model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, layers: readonly Layer[], o: { gradientFactors: boolean; sampleTargets?: boolean },
+  model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, layers: readonly Layer[],
+  o: { gradientFactors: boolean; activationFactors?: boolean; sampleTargets?: boolean },
 ): TrainingGraph {
+  const activationFactors = o.activationFactors ?? true;
   const tg = buildTrainingGraph(model, {
     ...spec, sampleTargets: o.sampleTargets ?? false, parameterGradients: false,
-    capture: { gradients: false, statistics: { factors: true, gradientFactors: o.gradientFactors } },
+    capture: { gradients: false, statistics: { factors: activationFactors, gradientFactors: o.gradientFactors } },
   });
   const { graph: g, emitter: e } = tg;
   const dtype = tg.initialParameters.values().next().value!.dtype;
@@ -229,7 +232,8 @@ export function buildFactorEmaGraph(
   for (const l of layers) {
     const { G, dg, da } = layerDims(l);
     const stats = tg.outputs.statistics.get(l.name)!;
-    const factors = [[kname.A(l.name), kname.newA(l.name), stats.a!, da]] as [string, string, string, number][];
+    const factors: [string, string, string, number][] = [];
+    if (activationFactors) factors.push([kname.A(l.name), kname.newA(l.name), stats.a!, da]);
     if (o.gradientFactors) factors.push([kname.G(l.name), kname.newG(l.name), stats.g!, dg]);
     for (const [state, next, batch, d] of factors) {
       declare(g, state, dtype, [G, d, d], 'input');

@@ -58,6 +58,9 @@ export class KbfgsStepper {
     if (opt.options.curvatureInterval !== 1) {
       throw new InputError(`K-BFGS stepper: curvatureInterval ${opt.options.curvatureInterval} is an option of the Trainer; the stepper updates the curvature at every step (run your own direction-only steps in between, or use curvatureInterval 1)`);
     }
+    if (opt.options.gInit !== 'identity') {
+      throw new InputError(`K-BFGS stepper: gInit '${opt.options.gInit}' needs the gradient factor G, which the stepper is not handed; it starts from H_g⁰ = I (use gInit 'identity', or the Trainer)`);
+    }
     const graph = buildStandaloneDirectionGraph(model, opt, source);
     const shapes = new Map([...graph.parameters].map(([p, t]) => [p, t.dims] as const));
     const session = (m: onnx.ModelProto, what: string) => backend.createSession(encodeModel(m), { name: `K-BFGS ${what} of ${source}` });

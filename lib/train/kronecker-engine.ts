@@ -60,20 +60,16 @@ export class KroneckerEngine extends PreconditionedEngine {
   /**
    * H_a⁰ from `batches`: (A + λ_A·I)⁻¹ with A the mean of their batch factors (K-BFGS's warm start
    * of §3.3, or the first minibatch alone, as KF-QN); an L-BFGS H_a starts from the first batch's
-   * pair (ā, (A_B + λ_A·I)·ā).
+   * pair (ā, (A_B + λ_A·I)·ā). With gInit 'factor', H_g⁰ = (G + μ2·I)⁻¹ from the same batches.
    */
   async initialise(batchFeeds: Iterable<Feeds>): Promise<void> {
-    if (this.opt.aHistory !== undefined) {
-      const [first] = batchFeeds;
-      await this.seedLbfgsHa(first);
-    } else if (this.opt.aSource === 'minibatch') {
-      // KF-QN forms A once, from the first batch: in slices, so that its patch matrices never
-      // outgrow what a step itself holds (the running mean weighted by slice size is A_B exactly).
-      const [first] = batchFeeds;
-      await this.initialiseDenseHa(this.slices(first));
-    } else {
-      await this.initialiseDenseHa([...batchFeeds].map((feeds) => ({ feeds, weight: 1 })));
-    }
+    const sides = { a: this.opt.aHistory === undefined, g: this.opt.options.gInit === 'factor' };
+    // KF-QN forms its factors once, from the first batch: in slices, so that its patch matrices
+    // never outgrow what a step itself holds (the running mean weighted by slice size is the
+    // batch's factor exactly).
+    const first = this.opt.aSource === 'minibatch' ? firstOf(batchFeeds) : undefined;
+    if (sides.a || sides.g) await this.initialiseFromFactors(first ? this.slices(first) : weighted(batchFeeds), sides);
+    if (!sides.a) await this.seedLbfgsHa(first!);
     this.initialised = true;
   }
 
@@ -99,33 +95,41 @@ export class KroneckerEngine extends PreconditionedEngine {
     }
   }
 
-  private async initialiseDenseHa(batches: Iterable<{ feeds: Feeds; weight: number }>): Promise<void> {
-    const factors = buildFactorEmaGraph(this.model, this.spec, this.direction.layers, { gradientFactors: false });
-    const session = await this.backend.createSession(encodeModel(factors.toModel()), { name: 'K-BFGS warm start' });
+  /** The dense inverses `sides` asks for, from the weighted mean of the batches' factors A and G. */
+  private async initialiseFromFactors(batches: Iterable<{ feeds: Feeds; weight: number }>, sides: { a: boolean; g: boolean }): Promise<void> {
+    const layers = this.direction.layers;
+    const factors = buildFactorEmaGraph(this.model, this.spec, layers, { activationFactors: sides.a, gradientFactors: sides.g });
+    const session = await this.backend.createSession(encodeModel(factors.toModel()), { name: 'Kronecker factors for H⁰' });
+    // Per factor computed: its state and next value names, and its zero start [G, d, d].
+    const computed = layers.flatMap((l) => {
+      const { G, da, dg } = layerDims(l);
+      return [...(sides.a ? [{ state: kname.A(l.name), next: kname.newA(l.name), dims: [G, da, da] }] : []),
+        ...(sides.g ? [{ state: kname.G(l.name), next: kname.newG(l.name), dims: [G, dg, dg] }] : [])];
+    });
     try {
-      for (const l of this.direction.layers) {
-        const { G, da } = layerDims(l);
-        this.state.set(kname.A(l.name), zeros(this.backend, [G, da, da]));
-      }
+      for (const { state, dims } of computed) this.state.set(state, zeros(this.backend, dims));
       let total = 0;
       for (const { feeds, weight } of batches) {
         // The weighted running mean: β = total/(total + weight).
         total += weight;
         const out = await session.run(this.feeds(session, feeds, { beta: (total - weight) / total, oneMinusBeta: weight / total }));
-        for (const l of this.direction.layers) this.state.set(kname.A(l.name), out[kname.newA(l.name)]);
+        for (const { state, next } of computed) this.state.set(state, out[next]);
       }
     } finally {
       await session.release();
     }
-    const init = await this.backend.createSession(encodeModel(buildInitGraph(this.direction.layers, this.damping, this.direction.dtype)), { name: 'H_a initialisation' });
+    const init = await this.backend.createSession(encodeModel(buildInitGraph(layers, this.damping, this.direction.dtype, sides)), { name: 'H⁰ initialisation' });
     try {
       const out = await init.run(this.feeds(init, {}));
-      for (const l of this.direction.layers) this.state.set(kname.Ha(l.name), out[kname.Ha(l.name)]);
+      for (const l of layers) for (const [side, H] of [[sides.a, kname.Ha(l.name)], [sides.g, kname.Hg(l.name)]] as const) if (side) this.state.set(H, out[H]);
     } finally {
       await init.release();
     }
-    // KF-QN keeps no A (§4.2): it served only H_a⁰.
-    if (this.opt.aSource === 'minibatch') for (const l of this.direction.layers) this.state.delete(kname.A(l.name));
+    // G served only H_g⁰; KF-QN keeps no A either (§4.2).
+    for (const l of layers) {
+      this.state.delete(kname.G(l.name));
+      if (this.opt.aSource === 'minibatch') this.state.delete(kname.A(l.name));
+    }
   }
 
   private async seedLbfgsHa(data: Feeds): Promise<void> {
@@ -235,6 +239,15 @@ export async function curvatureUpdate(
     groups += l.groups;
   }
   return { powellShare: powell / Math.max(1, groups), skippedShare: skipped / Math.max(1, groups) };
+}
+
+function firstOf<T>(items: Iterable<T>): T {
+  for (const item of items) return item;
+  throw new Error('internal: initialisation needs at least one batch');
+}
+
+function* weighted(batchFeeds: Iterable<Feeds>): Generator<{ feeds: Feeds; weight: number }> {
+  for (const feeds of batchFeeds) yield { feeds, weight: 1 };
 }
 
 /** The K-BFGS state of `layers` at step 0 (H_g = I or an empty L-BFGS memory; s̄ = ȳ = 0); H_a comes from initialisation. */

@@ -40,6 +40,8 @@ export interface KbfgsReferenceOptions {
   pass?: (net: RefMlp, X: ArrayLike<number>, target: RefTarget) => ForwardBackward;
   /** Per-layer warm-start A (d_a×d_a row-major); absent: A from the first minibatch. */
   warmStartA?: Float64Array[];
+  /** H_g⁰ = I (default), or (G + μ2·I)⁻¹ with G = (1/rows)·Σ g gᵀ of the first minibatch (dense H_g only). */
+  gInit?: 'identity' | 'factor';
   /**
    * Multiplier turning ∂L/∂h_i into g_i. Default: M for 'mean' and 'per-sample-sum', 1 for 'sum'
    * (§1.1: "with sum reduction, use the returned value as is").
@@ -350,6 +352,15 @@ export class KbfgsReference {
       }
       const own = batchFactor(fb.a[l], M, da);
       pairFactors.push(curvature ? batchFactor(pairPass.a[l], pairM, da) : own);
+      if (this.k === 0 && this.opts.gInit === 'factor') {
+        if (!st.Hg) throw new Error('KbfgsReference: gInit factor needs a dense H_g');
+        // G = (1/rows)·Σ g gᵀ over the rows (samples, and positions for a convolution) of g = gScale·∂L/∂h.
+        const dh = fb.dh[l], rows = dh.length / dg, c = this.gScale(net.loss.reduction, M);
+        const Gl = new Float64Array(dg * dg);
+        for (let i = 0; i < rows; i++) for (let r = 0; r < dg; r++) for (let q = 0; q < dg; q++) Gl[r * dg + q] += (c * dh[i * dg + r]) * (c * dh[i * dg + q]) / rows;
+        for (let r = 0; r < dg; r++) Gl[r * dg + r] += perLayer(this.opts.mu2, l);
+        st.Hg = choleskyInverse(Gl, dg);
+      }
       if (this.k === 0) {
         const warm = this.warmStartA?.[l];
         if (warm && warm.length !== da * da) throw new Error(`warmStartA[${l}] must be ${da}×${da}`);

@@ -19,6 +19,9 @@ const cases: { name: string; optimizer: () => TrainerOptions['optimizer']; refer
   { name: 'kfqn-l --a-side lbfgs (p = 3, p_a = 2)', optimizer: () => kfqnL({ lr, damping, history: 3, aSide: 'lbfgs', aHistory: 2 }), reference: { ...kfqnReference, memory: 3, aMemory: 2 } },
   // The conv layer has |T| = 16 positions: λ_A = √(16λ), μ2 = √(λ/16); the Gemm keeps √λ.
   { name: 'kfqn --conv-damping sqrt-t', optimizer: () => kfqn({ lr, damping, convDamping: 'sqrt-t' }), reference: { ...kfqnReference, lambdaA: [Math.sqrt(16 * damping), Math.sqrt(damping)], mu2: [Math.sqrt(damping / 16), Math.sqrt(damping)] } },
+  // H_g⁰ = (G + μ2·I)⁻¹ with the conv's G averaged over its 16 positions too, and its μ2 = √(λ/16).
+  { name: 'kfqn --g-init factor --conv-damping sqrt-t', optimizer: () => kfqn({ lr, damping, convDamping: 'sqrt-t', gInit: 'factor' }), reference: { ...kfqnReference, gInit: 'factor', lambdaA: [Math.sqrt(16 * damping), Math.sqrt(damping)], mu2: [Math.sqrt(damping / 16), Math.sqrt(damping)] } },
+  { name: 'kbfgs --g-init factor', optimizer: () => kbfgs({ lr, damping, warmStart: false, gInit: 'factor' }), reference: { gInit: 'factor' } },
 ];
 
 describe('quasi-Newton optimizers on a CNN with a 3×3 convolution against the float64 im2col reference', () => {

@@ -72,4 +72,11 @@ describe('KbfgsStepper: bad input', () => {
     try { await KbfgsStepper.create(await createBackend('cpu'), model, kbfgs({ warmStart: false, curvatureInterval: 2 })); } catch (e) { message = (e as Error).message; }
     expect(message).to.match(/curvatureInterval 2 is an option of the Trainer/);
   });
+
+  it('refuses gInit factor, whose gradient factor it is not handed', async () => {
+    const model = toOnnx(makeRefMlp(sizes, [...activations], spec, 3));
+    let message = '';
+    try { await KbfgsStepper.create(await createBackend('cpu'), model, kbfgs({ warmStart: false, gInit: 'factor' })); } catch (e) { message = (e as Error).message; }
+    expect(message).to.match(/gInit 'factor' needs the gradient factor G/);
+  });
 });
