@@ -52,7 +52,8 @@ const SEARCH: Record<OptimizerName, { authors: Hyper; grid: Record<string, numbe
 };
 
 /** The one place that turns a name and tuned hyper-parameters into an optimizer, with §7's fixed settings. */
-function makeOptimizer(name: OptimizerName, h: Hyper): TrainerOptions['optimizer'] {
+function makeOptimizer(name: OptimizerName, hyper: Hyper): TrainerOptions['optimizer'] {
+  const h = hyper as Record<string, number>; // this grid has numbers only
   switch (name) {
     // SGD-m with the dampened momentum m ← 0.9m + 0.1g of the NeurIPS code (§7).
     case 'sgd': return sgd({ lr: h.lr, momentum: 0.9, dampening: 0.9, weightDecay: WEIGHT_DECAY });
@@ -68,9 +69,10 @@ function makeOptimizer(name: OptimizerName, h: Hyper): TrainerOptions['optimizer
 function gridPoints(name: OptimizerName, grid: Grid): Hyper[] {
   const authors = SEARCH[name].authors;
   if (grid === 'authors') return [authors];
+  const lr = authors.lr as number;
   // 'lr': the authors' point and the next smaller α of the {1,3}×10^k grid (a problem whose loss is
   // larger than the authors' may need the smaller step).
-  if (grid === 'lr') return [authors, { ...authors, lr: Number((authors.lr * (String(authors.lr).replace(/[0.]/g, '').startsWith('3') ? 1 / 3 : 0.3)).toPrecision(1)) }];
+  if (grid === 'lr') return [authors, { ...authors, lr: Number((lr * (String(lr).replace(/[0.]/g, '').startsWith('3') ? 1 / 3 : 0.3)).toPrecision(1)) }];
   return gridProduct(SEARCH[name].grid);
 }
 

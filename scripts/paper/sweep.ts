@@ -14,7 +14,8 @@ import { Trainer, type TrainerOptions } from '../../lib/train/trainer.js';
 import type { onnx } from '../../graph-tools/index.js';
 import { linePlot, type Series } from './svg-plot.js';
 
-export type Hyper = Record<string, number>;
+/** A grid point: numbers (α, λ, …) and the names of discrete choices. */
+export type Hyper = Record<string, number | string>;
 export interface Budget { seconds: number; epochs: number }
 
 /** A run whose loss stays non-finite this many steps in a row has diverged: stop spending budget on it. */
@@ -25,7 +26,7 @@ export const finite = (v: number) => (Number.isFinite(v) ? v : null);
 export const num = (v: number | null | undefined, digits: number) => (v === null || v === undefined ? '—' : v.toFixed(digits));
 
 /** Every combination of the values, the first key varying slowest. */
-export function gridProduct(grid: Record<string, number[]>): Hyper[] {
+export function gridProduct(grid: Record<string, (number | string)[]>): Hyper[] {
   let points: Hyper[] = [{}];
   for (const [key, values] of Object.entries(grid)) points = points.flatMap((p) => values.map((v) => ({ ...p, [key]: v })));
   return points;
