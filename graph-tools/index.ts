@@ -14,5 +14,5 @@ export { withTrainedParameters } from './export.js';
 export { statName, type StatisticsRequest, type LayerStatistics } from './statistics.js';
 export { BATCHNORM_MODES, bufferOutputName, type BatchNormMode, type BufferUpdate } from './batchnorm.js';
 export { emitBfgsInverseUpdate, emitDoubleDamping, emitPrecondition, emitHessianActionPair, emitRegularizedInverse, kernelModel } from './kernels/bfgs.js';
-export { emitLbfgsApply, emitLbfgsPush, emitLbfgsGamma, emptyLbfgsState } from './kernels/lbfgs.js';
+export { emitLbfgsApply, emitLbfgsPush, emitLbfgsGamma, emptyLbfgsState, type LbfgsH0 } from './kernels/lbfgs.js';
 export { emitInverseRoot, type InverseRootOptions } from './kernels/roots.js';

@@ -34,6 +34,9 @@ import { Emitter } from '../ir/emitter.js';
 
 export type LbfgsMethod = 'compact' | 'two-loop';
 
+/** The initial matrix H0: γI with γ a number or a scalar value's name, or a diagonal [d, 1] value. */
+export type LbfgsH0 = number | string | { diagonal: string };
+
 export interface LbfgsApplyOptions {
   /** Memory p (rows of S); defaults to the static first dimension of S. */
   memory?: number;
@@ -44,12 +47,13 @@ export interface LbfgsApplyOptions {
 }
 
 /**
- * H·X for the L-BFGS operator with pairs (S, Y, rho) and H0 = γI (§2.2).
+ * H·X for the L-BFGS operator with pairs (S, Y, rho) and H0 = γI (§2.2), or H0 = diag(γ).
  * X is [d, k]; S and Y are [p, d] (oldest row first), rho is [p] (0 for empty slots).
- * `gamma` is a number (a constant; the authors use 1 on the G side) or the name of a scalar value
- * of the element type (e.g. from emitLbfgsGamma). Returns a value [d, k].
+ * `gamma` is a number (a constant; the authors use 1 on the G side), the name of a scalar value
+ * of the element type (e.g. from emitLbfgsGamma), or { diagonal } naming a [d, 1] value: H0 =
+ * diag(diagonal). Returns a value [d, k].
  */
-export function emitLbfgsApply(e: Emitter, X: string, S: string, Y: string, rho: string, gamma: number | string = 1, opts: LbfgsApplyOptions = {}): string {
+export function emitLbfgsApply(e: Emitter, X: string, S: string, Y: string, rho: string, gamma: LbfgsH0 = 1, opts: LbfgsApplyOptions = {}): string {
   const p = memoryOf(e, S, opts.memory);
   const dtype = opts.dtype ?? e.g.types.get(X)?.dtype ?? e.dtypeOf(S);
   const method = opts.method ?? 'compact';
@@ -58,7 +62,7 @@ export function emitLbfgsApply(e: Emitter, X: string, S: string, Y: string, rho:
   return compact(e, X, S, Y, rho, gamma, p, dtype);
 }
 
-function twoLoop(e: Emitter, X: string, S: string, Y: string, rho: string, gamma: number | string, p: number, dtype: DataType): string {
+function twoLoop(e: Emitter, X: string, S: string, Y: string, rho: string, gamma: LbfgsH0, p: number, dtype: DataType): string {
   const rhoCol = e.unsqueeze(rho, [1]);
   const sRows = splitRows(e, S, p);
   const yRows = splitRows(e, Y, p);
@@ -79,9 +83,9 @@ function twoLoop(e: Emitter, X: string, S: string, Y: string, rho: string, gamma
 }
 
 /**
- * The compact form (Byrd, Nocedal & Schnabel 1994, Thm 2.2) with H0 = γI, written so that no
- * large value is recovered by cancellation:
- *   P = R⁻¹·(S X),  Q = X − Yᵀ P,  H X = γ·Q + Sᵀ·R⁻ᵀ·(D P − γ·Y Q),
+ * The compact form (Byrd, Nocedal & Schnabel 1994, Thm 2.2) with H0 = γI or a diagonal H0, written
+ * so that no large value is recovered by cancellation:
+ *   P = R⁻¹·(S X),  Q = X − Yᵀ P,  H X = H0·Q + Sᵀ·R⁻ᵀ·(D P − Y·H0·Q),
  * R = upper triangle of S Yᵀ (R_ij = s_iᵀy_j, i ≤ j; oldest first), D its diagonal. Q is formed
  * explicitly, as in the two-loop recursion, where 'gram' took Y·Q as Y·X − (Y Yᵀ)·α. The four
  * products with S or Y are [p, d]×[d, k] Gemms (8·p·d·k flops, no sequential pass over X); the
@@ -89,7 +93,7 @@ function twoLoop(e: Emitter, X: string, S: string, Y: string, rho: string, gamma
  * the graph's type. An empty slot (ρ_j = 0, zero rows) gets R_jj = 1, so its row of P is
  * s_jᵀX = 0 and it adds nothing.
  */
-function compact(e: Emitter, X: string, S: string, Y: string, rho: string, gamma: number | string, p: number, dtype: DataType): string {
+function compact(e: Emitter, X: string, S: string, Y: string, rho: string, gamma: LbfgsH0, p: number, dtype: DataType): string {
   const wide = (x: string) => (dtype === 'float64' ? x : e.op('Cast', [x], [A.int('to', 11)]));
   const narrow = (x: string) => (dtype === 'float64' ? x : e.op('Cast', [x], [A.int('to', 1)]));
   const SX = wide(e.op('MatMul', [S, X])); // [p, k]
@@ -100,11 +104,13 @@ function compact(e: Emitter, X: string, S: string, Y: string, rho: string, gamma
   const Rinv = emitUpperTriangularInverse(e, R, p, 'float64');
   const P = e.op('MatMul', [Rinv, SX]); // [p, k]
   const Q = gemm(e, Y, narrow(P), X, -1); // X − Yᵀ P
-  const YQ = wide(e.op('MatMul', [Y, Q]));
   const D = e.reduce('ReduceSum', e.op('Mul', [SY, eye]), [1], true); // [p, 1]
-  const inner = e.op('Sub', [e.op('Mul', [D, P]), scaleBy(e, YQ, typeof gamma === 'number' ? gamma : wide(gamma), 'float64', p)]);
+  // Y·H0·Q: a scalar γ scales the [p, k] product in float64; a diagonal H0 scales Q's rows first.
+  const H0Q = scaleBy(e, Q, gamma, dtype, dimOf(e, S, 1));
+  const YH0Q = typeof gamma === 'object' ? wide(e.op('MatMul', [Y, H0Q])) : scaleBy(e, wide(e.op('MatMul', [Y, Q])), typeof gamma === 'number' ? gamma : wide(gamma), 'float64', p);
+  const inner = e.op('Sub', [e.op('Mul', [D, P]), YH0Q]);
   const c = narrow(e.gemm(Rinv, inner, true, false)); // R⁻ᵀ·inner, [p, k]
-  return gemm(e, S, c, scaleBy(e, Q, gamma, dtype, dimOf(e, S, 1)), 1);
+  return gemm(e, S, c, H0Q, 1);
 }
 
 /**
@@ -237,15 +243,17 @@ export interface LbfgsModelOptions {
 }
 
 /**
- * A model with inputs X [d, k], S [p, d], Y [p, d], rho [p] (and gamma [] when `gamma` is 'input')
+ * A model with inputs X [d, k], S [p, d], Y [p, d], rho [p] (and gamma [] when `gamma` is 'input',
+ * [d, 1] when 'diagonal')
  * and one output HX [d, k]. k is a symbolic dimension unless given. `gamma` 'newest' uses
  * emitLbfgsGamma.
  */
-export function lbfgsApplyModel(o: LbfgsModelOptions & { k?: number; gamma?: number | 'input' | 'newest'; method?: LbfgsMethod }): onnx.ModelProto {
+export function lbfgsApplyModel(o: LbfgsModelOptions & { k?: number; gamma?: number | 'input' | 'newest' | 'diagonal'; method?: LbfgsMethod }): onnx.ModelProto {
   const inputs: Array<[string, Dim[]]> = [['X', [o.d, o.k ?? 'k']], ['S', [o.p, o.d]], ['Y', [o.p, o.d]], ['rho', [o.p]]];
   if (o.gamma === 'input') inputs.push(['gamma', []]);
+  if (o.gamma === 'diagonal') inputs.push(['gamma', [o.d, 1]]);
   return standaloneModel('kfqn-lbfgs-apply', o.dtype, inputs, o.opset, (e) => {
-    const gamma = o.gamma === 'input' ? 'gamma' : o.gamma === 'newest' ? emitLbfgsGamma(e, 'S', 'Y', 'rho') : (o.gamma ?? 1);
+    const gamma = o.gamma === 'input' ? 'gamma' : o.gamma === 'diagonal' ? { diagonal: 'gamma' } : o.gamma === 'newest' ? emitLbfgsGamma(e, 'S', 'Y', 'rho') : (o.gamma ?? 1);
     return { HX: emitLbfgsApply(e, 'X', 'S', 'Y', 'rho', gamma, { method: o.method }) };
   });
 }
@@ -326,7 +334,8 @@ function transpose(e: Emitter, m: string): string {
  * Mul/Div by a constant scalar next to a MatMul into FusedMatMul's float32 `alpha` attribute,
  * which would round γ (e.g. 0.7) to float32 in a float64 graph (seen as 1e-9 errors).
  */
-function scaleBy(e: Emitter, x: string, gamma: number | string, dtype: DataType, rows: Dim | undefined): string {
+function scaleBy(e: Emitter, x: string, gamma: LbfgsH0, dtype: DataType, rows: Dim | undefined): string {
+  if (typeof gamma === 'object') return e.op('Mul', [x, gamma.diagonal]);
   if (typeof gamma !== 'number') return e.op('Mul', [x, gamma]);
   if (gamma === 1) return x;
   const k = typeof rows === 'number' && rows > 1 ? e.constant(new Array<number>(rows).fill(gamma), dtype, [rows, 1]) : e.constant(gamma, dtype);

@@ -66,8 +66,8 @@ Optimizer
   --step-power X             kfqn --variant convergent: β in (0.5, 1) (default 0.6)
   --curvature-interval N     kbfgs, kfqn: second pass and curvature update every N steps, H_g·X·H_a
                              with the curvature held between (default 1, the authors')
-  --g-init identity|factor   kbfgs, kfqn (dense H_g): H_g⁰ = I (default, the authors'), or
-                             (G + μ2·I)⁻¹ from the gradient factor G of the batches that give H_a⁰
+  --g-init identity|factor   kbfgs, kfqn: H_g⁰ = I (default, the authors'), or (G + μ2·I)⁻¹ from
+                             the gradient factor G of the batches that give H_a⁰ (-l: the diagonal)
   --warm-start | --no-warm-start   rmsprop (v), kfac, shampoo, kbfgs (the factors): one pass over
                              the data first (default), or the first batch (kfqn always)
   --stat-interval N          kfac, shampoo: refresh the factors every N steps (default 1)
@@ -172,7 +172,7 @@ const FLAG_OWNERS: Record<string, readonly OptimizerName[]> = {
   momentum: ['sgd', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'], nesterov: ['sgd'], beta1: ['adam'], beta2: ['adam', 'rmsprop'],
   eps: ['adam', 'rmsprop', 'shampoo'], damping: ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'], history: ['kbfgs-l', 'kfqn-l'],
   'damping-mode': ['kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'], 'curvature-interval': ['kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'], 'abar-bias': ['kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'],
-  'g-init': ['kbfgs', 'kfqn'],
+  'g-init': ['kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'],
   'a-side': ['kfqn', 'kfqn-l'], 'a-history': ['kfqn', 'kfqn-l'], 'conv-damping': ['kfqn', 'kfqn-l'], variant: ['kfqn', 'kfqn-l'], 'step-power': ['kfqn', 'kfqn-l'],
   'stat-decay': ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'],
   'no-warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'paper-compat': ['sgd', 'adam'],

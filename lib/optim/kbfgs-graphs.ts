@@ -9,7 +9,7 @@
 // KF-QN's convergent variant takes its A-side pair and means from an independent batch at θ
 // (the action pass) instead of from graph 1.
 import {
-  A, buildTrainingGraph, type Emitter, emitBfgsInverseUpdate, emitDoubleDamping, emitHessianActionPair, emitLbfgsApply, emitLbfgsGamma, emitLbfgsPush,
+  A, buildTrainingGraph, type Emitter, emitBfgsInverseUpdate, emitDoubleDamping, emitHessianActionPair, emitLbfgsApply, emitLbfgsGamma, emitLbfgsPush, type LbfgsH0,
   emitPrecondition, emitRegularizedInverse, GraphError, type Graph, outName, prepareGraph, requireLayers, statName, type DataType, type Layer, type onnx,
   type StatisticsRequest, type TrainingGraph, type TrainingGraphOptions,
 } from '../../graph-tools/index.js';
@@ -216,13 +216,21 @@ function kbfgsDirection(opt: KroneckerOptimizer): (c: LayerContext) => string {
       declare(g, kname.rho(l.name), dtype, [G, p], 'input');
       // The L-BFGS operator on the columns of each group's X.
       HgX = stack(e, Array.from({ length: G }, (_, i) => e.unsqueeze(emitLbfgsApply(e, group(e, X, i, G, [dg, da]),
-        group(e, kname.S(l.name), i, G, [p, dg]), group(e, kname.Y(l.name), i, G, [p, dg]), group(e, kname.rho(l.name), i, G, [p]), 1, { memory: p, dtype }), [0])));
+        group(e, kname.S(l.name), i, G, [p, dg]), group(e, kname.Y(l.name), i, G, [p, dg]), group(e, kname.rho(l.name), i, G, [p]), lbfgsHg0(g, e, l, opt, dtype, i), { memory: p, dtype }), [0])));
     }
     if (denseHa) return e.op('MatMul', [HgX, kname.Ha(l.name)]); // all groups in one MatMul
     // (H_g X)·H_a = (H_a·(H_g X)ᵀ)ᵀ for a symmetric H_a: the L-BFGS operator on the rows.
     const T = (x: string) => e.op('Transpose', [x], [A.ints('perm', [1, 0])]);
     return stack(e, Array.from({ length: G }, (_, i) => e.unsqueeze(T(lbfgsHa(e, l, opt, dtype, i, T(group(e, HgX, i, G, [dg, da])))), [0])));
   };
+}
+
+/** Group i's H0 of an L-BFGS H_g: I, or with gInit 'factor' the diagonal state Hg0 [G, d_g] (declared here). */
+function lbfgsHg0(g: Graph, e: Emitter, l: Layer, opt: KroneckerOptimizer, dtype: DataType, i: number): LbfgsH0 {
+  if (opt.options.gInit !== 'factor') return 1;
+  const { G, dg } = layerDims(l);
+  declare(g, kname.Hg0(l.name), dtype, [G, dg], 'input');
+  return { diagonal: e.op('Reshape', [group(e, kname.Hg0(l.name), i, G, [dg]), e.int64s([dg, 1])]) };
 }
 
 /** Graph 2: the means h̄⁺, ḡ⁺ at θ⁺ (no parameter gradients leave the graph). */
@@ -232,22 +240,32 @@ export function buildCurvaturePassGraph(model: onnx.ModelProto, spec: Omit<Train
 
 /**
  * Initialisation, per layer and group: H_a⁰ = (A + λ_A·I)⁻¹ (unless the H_a is an L-BFGS operator)
- * and, with gInit 'factor', H_g⁰ = (G + μ2·I)⁻¹.
+ * and, with gInit 'factor', H_g⁰ = (G + μ2·I)⁻¹, or for an L-BFGS H_g its diagonal H0 =
+ * (diag(G) + μ2)⁻¹.
  */
-export function buildInitGraph(layers: Layer[], damping: LayerDamping, dtype: DataType, sides: { a: boolean; g: boolean } = { a: true, g: false }): onnx.ModelProto {
+export function buildInitGraph(layers: Layer[], damping: LayerDamping, dtype: DataType, sides: { a: boolean; g?: 'dense' | 'diagonal' } = { a: true }): onnx.ModelProto {
   const { g, e } = kernelGraph();
   for (const l of layers) {
     const { G, da, dg } = layerDims(l);
     const { lambdaA, mu2 } = damping.get(l.name)!;
     const inverses: [string, string, number, number][] = [];
     if (sides.a) inverses.push([kname.A(l.name), kname.Ha(l.name), lambdaA, da]);
-    if (sides.g) inverses.push([kname.G(l.name), kname.Hg(l.name), mu2, dg]);
+    if (sides.g === 'dense') inverses.push([kname.G(l.name), kname.Hg(l.name), mu2, dg]);
     for (const [factor, inverse, lambda, d] of inverses) {
       declare(g, factor, dtype, [G, d, d], 'input');
       declare(g, inverse, dtype, [G, d, d], 'output', emitRegularizedInverse(e, factor, lambda, d, dtype));
     }
+    if (sides.g === 'diagonal') {
+      declare(g, kname.G(l.name), dtype, [G, dg, dg], 'input');
+      const diagonal = e.reduce('ReduceSum', e.op('Mul', [kname.G(l.name), e.constant(identityValues(dg), dtype, [dg, dg])]), [2], false); // [G, d_g]
+      declare(g, kname.Hg0(l.name), dtype, [G, dg], 'output', e.op('Reciprocal', [e.op('Add', [diagonal, e.constant(mu2, dtype)])]));
+    }
   }
   return g.toModel();
+}
+
+function identityValues(d: number): number[] {
+  return Array.from({ length: d * d }, (_, k) => (k % (d + 1) === 0 ? 1 : 0));
 }
 
 /** The values of one layer's state that the curvature update replaces. */
@@ -302,7 +320,7 @@ export function buildUpdateGraph(layers: Layer[], opt: KroneckerOptimizer, dtype
       // Double damping needs H_g·ȳ: a product with the dense inverse, or the L-BFGS operator.
       const Hy = opt.history === undefined
         ? e.matvec(grp(kname.Hg(n), i, G, [dg, dg]), y)
-        : e.op('Reshape', [emitLbfgsApply(e, e.op('Reshape', [y, e.int64s([dg, 1])]), S!, Y!, rho!, 1, { memory: p, dtype }), e.int64s([dg])]);
+        : e.op('Reshape', [emitLbfgsApply(e, e.op('Reshape', [y, e.int64s([dg, 1])]), S!, Y!, rho!, lbfgsHg0(g, e, l, opt, dtype, i), { memory: p, dtype }), e.int64s([dg])]);
       const dd = emitDoubleDamping(e, s, y, Hy, { mu1: o.powell, mu2, mode: o.dampingMode, dtype });
       powell.push(dd.powell);
       if (opt.history === undefined) {

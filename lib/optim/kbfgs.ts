@@ -44,7 +44,8 @@ export interface KbfgsOptions {
   /**
    * H_g⁰: the identity (default, as the authors), or 'factor': (G + μ2·I)⁻¹ with G = (1/(M·T))·Σ g gᵀ
    * the gradient factor (g = M·∂L/∂h, the data's labels) of the batches that give H_a⁰ (K-BFGS's
-   * warm start or first batch, KF-QN's first batch), as H_a⁰ comes from A. A dense H_g only.
+   * warm start or first batch, KF-QN's first batch), as H_a⁰ comes from A. An L-BFGS H_g takes
+   * the diagonal H0 = (diag(G) + μ2)⁻¹, which its O(p·d_g) memory can hold.
    */
   gInit?: 'identity' | 'factor';
 }
@@ -103,18 +104,12 @@ export function kbfgs(options: KbfgsOptions = {}): KroneckerOptimizer {
   return { kind: 'kronecker', name: 'kbfgs', options: o, aSource: 'ema', independentCurvatureBatch: false, learningRate: () => o.lr };
 }
 
-/** K-BFGS(L): H_g an L-BFGS operator with `history` pairs (default 100) and H0 = I. */
+/** K-BFGS(L): H_g an L-BFGS operator with `history` pairs (default 100) and H0 = I (gInit 'factor': diagonal). */
 export function kbfgsL(options: KbfgsOptions & { history?: number } = {}): KroneckerOptimizer {
   const { history = 100, ...rest } = options;
   memory('history', history);
   const o = resolve(rest);
-  lbfgsG(o, 'kbfgs-l');
   return { kind: 'kronecker', name: 'kbfgs-l', options: { ...o, history }, history, aSource: 'ema', independentCurvatureBatch: false, learningRate: () => o.lr };
-}
-
-/** An L-BFGS H_g has no dense H_g⁰ to set from G. */
-function lbfgsG(o: Required<KbfgsOptions>, name: string): void {
-  if (o.gInit !== 'identity') throw new RangeError(`gInit '${o.gInit}' sets a dense H_g⁰ = (G + μ2·I)⁻¹; ${name}'s L-BFGS H_g starts from H0 = I (use ${name.slice(0, -2)}, or gInit 'identity')`);
 }
 
 function memory(name: string, p: number): void {
@@ -130,7 +125,6 @@ function kfqnOptimizer(name: 'kfqn' | 'kfqn-l', options: KfqnOptions, history?: 
   memory('aHistory', aHistory);
   // §4.2: DD-LM damping and ā with homogeneous entry 1 (HessianActionV2); no A, so no A EMA or warm start.
   const o = resolve({ dampingMode: 'lm', abarBias: 'one', ...rest, warmStart: false });
-  if (history !== undefined) lbfgsG(o, name);
   const lr = (t: number) => (variant === 'convergent' ? o.lr * Math.max(1, t) ** -stepPower : o.lr);
   return {
     kind: 'kronecker', name, options: { ...o, aSide, aHistory, convDamping, variant, stepPower, ...(history ? { history } : {}) },
@@ -143,7 +137,7 @@ export function kfqn(options: KfqnOptions = {}): KroneckerOptimizer {
   return kfqnOptimizer('kfqn', options);
 }
 
-/** KF-QN(L): H_g an L-BFGS operator with `history` pairs (default 100) and H0 = I. */
+/** KF-QN(L): H_g an L-BFGS operator with `history` pairs (default 100) and H0 = I (gInit 'factor': diagonal). */
 export function kfqnL(options: KfqnOptions & { history?: number } = {}): KroneckerOptimizer {
   const { history = 100, ...rest } = options;
   memory('history', history);

@@ -74,6 +74,7 @@ function curvatureParts(l: Layer, o: KroneckerOptimizer | FactoredOptimizer): Re
   else parts.Ha_pairs = bytes(o.aHistory * (2 * da + 1));
   if (o.history === undefined) parts.Hg = bytes(dg * dg);
   else parts.Hg_pairs = bytes(o.history * (2 * dg + 1));
+  if (o.history !== undefined && o.options.gInit === 'factor') parts.Hg0 = bytes(dg);
   parts.sbar_ybar = bytes(2 * dg);
   return parts;
 }

@@ -23,6 +23,8 @@ export const kname = {
   /** The right and left preconditioners: D = H_g·X·H_a. */
   Ha: (l: string) => `kfqn:Ha:${l}`,
   Hg: (l: string) => `kfqn:Hg:${l}`,
+  /** An L-BFGS H_g's diagonal H0 (gInit 'factor'). */
+  Hg0: (l: string) => `kfqn:Hg0:${l}`,
   S: (l: string) => `kfqn:S:${l}`,
   Y: (l: string) => `kfqn:Y:${l}`,
   rho: (l: string) => `kfqn:rho:${l}`,

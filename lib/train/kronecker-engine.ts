@@ -60,10 +60,11 @@ export class KroneckerEngine extends PreconditionedEngine {
   /**
    * H_a⁰ from `batches`: (A + λ_A·I)⁻¹ with A the mean of their batch factors (K-BFGS's warm start
    * of §3.3, or the first minibatch alone, as KF-QN); an L-BFGS H_a starts from the first batch's
-   * pair (ā, (A_B + λ_A·I)·ā). With gInit 'factor', H_g⁰ = (G + μ2·I)⁻¹ from the same batches.
+   * pair (ā, (A_B + λ_A·I)·ā). With gInit 'factor', H_g⁰ = (G + μ2·I)⁻¹ from the same batches (an
+   * L-BFGS H_g: the diagonal H0 = (diag(G) + μ2)⁻¹).
    */
   async initialise(batchFeeds: Iterable<Feeds>): Promise<void> {
-    const sides = { a: this.opt.aHistory === undefined, g: this.opt.options.gInit === 'factor' };
+    const sides = { a: this.opt.aHistory === undefined, g: this.opt.options.gInit === 'factor' ? (this.opt.history === undefined ? 'dense' as const : 'diagonal' as const) : undefined };
     // KF-QN forms its factors once, from the first batch: in slices, so that its patch matrices
     // never outgrow what a step itself holds (the running mean weighted by slice size is the
     // batch's factor exactly).
@@ -96,9 +97,9 @@ export class KroneckerEngine extends PreconditionedEngine {
   }
 
   /** The dense inverses `sides` asks for, from the weighted mean of the batches' factors A and G. */
-  private async initialiseFromFactors(batches: Iterable<{ feeds: Feeds; weight: number }>, sides: { a: boolean; g: boolean }): Promise<void> {
+  private async initialiseFromFactors(batches: Iterable<{ feeds: Feeds; weight: number }>, sides: { a: boolean; g?: 'dense' | 'diagonal' }): Promise<void> {
     const layers = this.direction.layers;
-    const factors = buildFactorEmaGraph(this.model, this.spec, layers, { activationFactors: sides.a, gradientFactors: sides.g });
+    const factors = buildFactorEmaGraph(this.model, this.spec, layers, { activationFactors: sides.a, gradientFactors: !!sides.g });
     const session = await this.backend.createSession(encodeModel(factors.toModel()), { name: 'Kronecker factors for H⁰' });
     // Per factor computed: its state and next value names, and its zero start [G, d, d].
     const computed = layers.flatMap((l) => {
@@ -121,7 +122,8 @@ export class KroneckerEngine extends PreconditionedEngine {
     const init = await this.backend.createSession(encodeModel(buildInitGraph(layers, this.damping, this.direction.dtype, sides)), { name: 'H⁰ initialisation' });
     try {
       const out = await init.run(this.feeds(init, {}));
-      for (const l of layers) for (const [side, H] of [[sides.a, kname.Ha(l.name)], [sides.g, kname.Hg(l.name)]] as const) if (side) this.state.set(H, out[H]);
+      const outputs = layers.flatMap((l) => [...(sides.a ? [kname.Ha(l.name)] : []), ...(sides.g ? [sides.g === 'dense' ? kname.Hg(l.name) : kname.Hg0(l.name)] : [])]);
+      for (const H of outputs) this.state.set(H, out[H]);
     } finally {
       await init.release();
     }

@@ -4,6 +4,7 @@
 // loss over the whole training set, measured after every epoch off the clock; the candidate's
 // clock includes its warm start.
 // Usage: npx tsx scripts/bench/time-to-loss.ts [--optimizer kbfgs-l] [--epochs 10] [--max-epochs 30] [--curvature-interval N]
+//          [--g-init identity|factor] (kbfgs, kfqn)
 import { parseArgs } from 'node:util';
 import { batches, type Dataset } from '../../lib/data/index.js';
 import { loadDataSpec } from '../../lib/data/node.js';
@@ -15,12 +16,13 @@ import { machine } from './common.js';
 
 const { values } = parseArgs({ options: {
   optimizer: { type: 'string', default: 'kbfgs-l' }, epochs: { type: 'string', default: '10' }, 'max-epochs': { type: 'string', default: '30' },
-  'curvature-interval': { type: 'string', default: '1' },
+  'curvature-interval': { type: 'string', default: '1' }, 'g-init': { type: 'string', default: 'identity' },
 } });
 const curvatureInterval = Number(values['curvature-interval']);
+const gInit = values['g-init'] as 'identity' | 'factor';
 const candidates: Record<string, () => TrainerOptions['optimizer']> = {
   sgd: () => sgd({ lr: 0.03, momentum: 0.9, dampening: 0.9, weightDecay: 1e-5 }), rmsprop: () => rmsprop(), kfac: () => kfac(), shampoo: () => shampoo(),
-  kbfgs: () => kbfgs({ curvatureInterval }), 'kbfgs-l': () => kbfgsL({ curvatureInterval }), kfqn: () => kfqn({ curvatureInterval }), 'kfqn-l': () => kfqnL({ curvatureInterval }),
+  kbfgs: () => kbfgs({ curvatureInterval, gInit }), 'kbfgs-l': () => kbfgsL({ curvatureInterval }), kfqn: () => kfqn({ curvatureInterval, gInit }), 'kfqn-l': () => kfqnL({ curvatureInterval }),
 };
 const make = candidates[values.optimizer!];
 if (!make) throw new Error(`unknown optimizer '${values.optimizer}'; one of ${Object.keys(candidates).join(', ')}`);

@@ -40,7 +40,7 @@ export interface KbfgsReferenceOptions {
   pass?: (net: RefMlp, X: ArrayLike<number>, target: RefTarget) => ForwardBackward;
   /** Per-layer warm-start A (d_a×d_a row-major); absent: A from the first minibatch. */
   warmStartA?: Float64Array[];
-  /** H_g⁰ = I (default), or (G + μ2·I)⁻¹ with G = (1/rows)·Σ g gᵀ of the first minibatch (dense H_g only). */
+  /** H_g⁰ = I (default), or (G + μ2·I)⁻¹ with G = (1/rows)·Σ g gᵀ of the first minibatch; an L-BFGS H_g: H0 = (diag(G) + μ2)⁻¹. */
   gInit?: 'identity' | 'factor';
   /**
    * Multiplier turning ∂L/∂h_i into g_i. Default: M for 'mean' and 'per-sample-sum', 1 for 'sum'
@@ -83,6 +83,7 @@ interface LayerState {
   A: Float64Array; Ha: Float64Array;
   pairsA: { s: Float64Array; y: Float64Array; rho: number }[]; // L-BFGS H_a, oldest first
   Hg?: Float64Array;                        // dense
+  Hg0?: Float64Array;                       // L-BFGS: a diagonal H0 (gInit 'factor')
   pairs: { s: Float64Array; y: Float64Array; rho: number }[]; // L-BFGS, oldest first
   sBar: Float64Array; yBar: Float64Array;
   m: Float64Array;                          // momentum, d_g×d_a (W̃ layout)
@@ -171,8 +172,8 @@ export function bfgsUpdate(H: Float64Array, s: Float64Array, y: Float64Array, n:
   return out;
 }
 
-/** L-BFGS two-loop recursion (§2.2), H0 = γ I, pairs oldest first. */
-export function twoLoop(v: ArrayLike<number>, pairs: { s: Float64Array; y: Float64Array; rho: number }[], gamma = 1): Float64Array {
+/** L-BFGS two-loop recursion (§2.2), H0 = γ I or diag(γ), pairs oldest first. */
+export function twoLoop(v: ArrayLike<number>, pairs: { s: Float64Array; y: Float64Array; rho: number }[], gamma: number | ArrayLike<number> = 1): Float64Array {
   const q = Float64Array.from(v);
   const alphas = new Array<number>(pairs.length);
   for (let j = pairs.length - 1; j >= 0; j--) {
@@ -181,7 +182,7 @@ export function twoLoop(v: ArrayLike<number>, pairs: { s: Float64Array; y: Float
     alphas[j] = al;
     for (let i = 0; i < q.length; i++) q[i] -= al * y[i];
   }
-  for (let i = 0; i < q.length; i++) q[i] *= gamma;
+  for (let i = 0; i < q.length; i++) q[i] *= typeof gamma === 'number' ? gamma : gamma[i];
   for (let j = 0; j < pairs.length; j++) {
     const { s, y, rho } = pairs[j];
     const be = rho * dot(y, q);
@@ -269,7 +270,7 @@ export class KbfgsReference {
     const out = new Float64Array(st.dg * st.dg);
     for (let j = 0; j < st.dg; j++) {
       const e = new Float64Array(st.dg); e[j] = 1;
-      const col = twoLoop(e, st.pairs);
+      const col = twoLoop(e, st.pairs, st.Hg0);
       for (let i = 0; i < st.dg; i++) out[i * st.dg + j] = col[i];
     }
     return out;
@@ -282,7 +283,7 @@ export class KbfgsReference {
   getPairCount(l: number): number { return this.state(l).pairs.length; }
 
   private applyHg(st: LayerState, v: Float64Array): Float64Array {
-    return st.Hg ? matVec(st.Hg, v, st.dg) : twoLoop(v, st.pairs);
+    return st.Hg ? matVec(st.Hg, v, st.dg) : twoLoop(v, st.pairs, st.Hg0);
   }
 
   private init(net: RefMlp): void {
@@ -353,13 +354,13 @@ export class KbfgsReference {
       const own = batchFactor(fb.a[l], M, da);
       pairFactors.push(curvature ? batchFactor(pairPass.a[l], pairM, da) : own);
       if (this.k === 0 && this.opts.gInit === 'factor') {
-        if (!st.Hg) throw new Error('KbfgsReference: gInit factor needs a dense H_g');
         // G = (1/rows)·Σ g gᵀ over the rows (samples, and positions for a convolution) of g = gScale·∂L/∂h.
         const dh = fb.dh[l], rows = dh.length / dg, c = this.gScale(net.loss.reduction, M);
         const Gl = new Float64Array(dg * dg);
         for (let i = 0; i < rows; i++) for (let r = 0; r < dg; r++) for (let q = 0; q < dg; q++) Gl[r * dg + q] += (c * dh[i * dg + r]) * (c * dh[i * dg + q]) / rows;
         for (let r = 0; r < dg; r++) Gl[r * dg + r] += perLayer(this.opts.mu2, l);
-        st.Hg = choleskyInverse(Gl, dg);
+        if (st.Hg) st.Hg = choleskyInverse(Gl, dg);
+        else st.Hg0 = Float64Array.from({ length: dg }, (_, r) => 1 / Gl[r * dg + r]);
       }
       if (this.k === 0) {
         const warm = this.warmStartA?.[l];

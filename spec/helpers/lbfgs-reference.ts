@@ -6,7 +6,7 @@ import { bfgsProductForm, dot, identity, mat, matvec, scale, type Mat } from './
 export interface Pair { s: Float64Array; y: Float64Array }
 
 /** H·X by the two-loop recursion over `pairs` (oldest first), H0 = γI; X is [d, k] (each column). */
-export function twoLoop(pairs: readonly Pair[], gamma: number, X: Mat): Mat {
+export function twoLoop(pairs: readonly Pair[], gamma: number | ArrayLike<number>, X: Mat): Mat {
   const out = mat(X.rows, X.cols);
   for (let c = 0; c < X.cols; c++) {
     const q = Float64Array.from({ length: X.rows }, (_, i) => X.data[i * X.cols + c]);
@@ -16,7 +16,7 @@ export function twoLoop(pairs: readonly Pair[], gamma: number, X: Mat): Mat {
       alpha[j] = dot(s, q) / dot(s, y);
       for (let i = 0; i < q.length; i++) q[i] -= alpha[j] * y[i];
     }
-    for (let i = 0; i < q.length; i++) q[i] *= gamma;
+    for (let i = 0; i < q.length; i++) q[i] *= typeof gamma === 'number' ? gamma : gamma[i];
     for (let j = 0; j < pairs.length; j++) {
       const { s, y } = pairs[j];
       const beta = dot(y, q) / dot(s, y);
@@ -27,9 +27,9 @@ export function twoLoop(pairs: readonly Pair[], gamma: number, X: Mat): Mat {
   return out;
 }
 
-/** Dense BFGS inverse updates (product form) of the pairs in order, starting from γI. */
-export function denseBfgs(pairs: readonly Pair[], gamma: number, d: number): Mat {
-  let H = scale(identity(d), gamma);
+/** Dense BFGS inverse updates (product form) of the pairs in order, starting from γI or diag(γ). */
+export function denseBfgs(pairs: readonly Pair[], gamma: number | ArrayLike<number>, d: number): Mat {
+  let H = typeof gamma === 'number' ? scale(identity(d), gamma) : mat(d, d, Float64Array.from({ length: d * d }, (_, k) => (k % (d + 1) === 0 ? gamma[k / (d + 1)] : 0)));
   for (const { s, y } of pairs) H = bfgsProductForm(H, s, y);
   return H;
 }

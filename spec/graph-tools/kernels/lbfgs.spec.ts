@@ -32,7 +32,7 @@ async function run(s: Session, dtype: F, feeds: Record<string, { dims: number[];
   return r;
 }
 
-interface ApplyCase { d: number; p: number; k: number; dtype?: F; method?: LbfgsMethod; gamma?: number | 'input' | 'newest'; gammaValue?: number }
+interface ApplyCase { d: number; p: number; k: number; dtype?: F; method?: LbfgsMethod; gamma?: number | 'input' | 'newest' | 'diagonal'; gammaValue?: number; diagonal?: ArrayLike<number> }
 
 async function apply(c: ApplyCase, pairs: readonly Pair[], X: Mat): Promise<Mat> {
   const dtype = c.dtype ?? 'float64';
@@ -43,6 +43,7 @@ async function apply(c: ApplyCase, pairs: readonly Pair[], X: Mat): Promise<Mat>
     X: { dims: [X.rows, X.cols], data: X.data }, S: { dims: [c.p, c.d], data: st.S }, Y: { dims: [c.p, c.d], data: st.Y }, rho: { dims: [c.p], data: st.rho },
   };
   if (c.gamma === 'input') feeds.gamma = { dims: [], data: [c.gammaValue ?? 1] };
+  if (c.gamma === 'diagonal') feeds.gamma = { dims: [c.d, 1], data: c.diagonal! };
   const out = await run(s, dtype, feeds);
   return mat(X.rows, X.cols, out.HX);
 }
@@ -101,6 +102,18 @@ describe('graph-tools/kernels/lbfgs', function () {
           const H = await apply({ d, p, k: d, method, gamma: 0.8 }, pairs, identity(d));
           expect(relMaxDiff(H.data, denseBfgs(pairs, 0.8, d).data)).to.be.below(1e-10);
         }
+      });
+
+      it('a diagonal H0 (a [d, 1] graph value): equals dense BFGS from diag(H0) while |pairs| ≤ p, and the two-loop on X', async () => {
+        const diagonal = Float64Array.from({ length: d }, (_, i) => 0.2 + 0.3 * i); // spread over 0.2-2.6
+        for (let count = 0; count <= p; count++) {
+          const pairs = randomPairs(count, d, 900 + count);
+          const H = await apply({ d, p, k: d, method, gamma: 'diagonal', diagonal }, pairs, identity(d));
+          expect(relMaxDiff(H.data, denseBfgs(pairs, diagonal, d).data), `${count} pairs`).to.be.below(1e-10);
+        }
+        const pairs = randomPairs(p, d, 950);
+        const X = randomMat(d, 4, 951);
+        expect(relMaxDiff((await apply({ d, p, k: 4, method, gamma: 'diagonal', diagonal }, pairs, X)).data, twoLoop(pairs, diagonal, X).data)).to.be.below(1e-12);
       });
 
       it('an empty buffer gives γ·X', async () => {

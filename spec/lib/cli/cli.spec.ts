@@ -325,7 +325,7 @@ describe('kfqn CLI', function () {
         [['--optimizer', 'kfqn', '--variant', 'fast'], /--variant/],
         [['--optimizer', 'kfqn', '--curvature-interval', '0'], /--curvature-interval/],
         [['--optimizer', 'adam', '--curvature-interval', '2'], /--curvature-interval is not an option of adam/],
-        [['--optimizer', 'kfqn-l', '--g-init', 'factor'], /--g-init is not an option of kfqn-l \(it is for kbfgs, kfqn\)/],
+        [['--optimizer', 'adam', '--g-init', 'factor'], /--g-init is not an option of adam/],
         [['--optimizer', 'kfqn', '--g-init', 'fisher'], /--g-init/],
       ] as const) {
         const r = await runCli([...base, ...extra]);

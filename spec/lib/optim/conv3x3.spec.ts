@@ -22,6 +22,8 @@ const cases: { name: string; optimizer: () => TrainerOptions['optimizer']; refer
   // H_g⁰ = (G + μ2·I)⁻¹ with the conv's G averaged over its 16 positions too, and its μ2 = √(λ/16).
   { name: 'kfqn --g-init factor --conv-damping sqrt-t', optimizer: () => kfqn({ lr, damping, convDamping: 'sqrt-t', gInit: 'factor' }), reference: { ...kfqnReference, gInit: 'factor', lambdaA: [Math.sqrt(16 * damping), Math.sqrt(damping)], mu2: [Math.sqrt(damping / 16), Math.sqrt(damping)] } },
   { name: 'kbfgs --g-init factor', optimizer: () => kbfgs({ lr, damping, warmStart: false, gInit: 'factor' }), reference: { gInit: 'factor' } },
+  { name: 'kbfgs-l --g-init factor (p = 3, diagonal H0)', optimizer: () => kbfgsL({ lr, damping, history: 3, warmStart: false, gInit: 'factor' }), reference: { memory: 3, gInit: 'factor' } },
+  { name: 'kfqn-l --g-init factor --curvature-interval 2 (p = 3, diagonal H0)', optimizer: () => kfqnL({ lr, damping, history: 3, gInit: 'factor', curvatureInterval: 2 }), reference: { ...kfqnReference, memory: 3, gInit: 'factor', curvatureInterval: 2 } },
 ];
 
 describe('quasi-Newton optimizers on a CNN with a 3×3 convolution against the float64 im2col reference', () => {

@@ -4,7 +4,7 @@
 // a new minibatch every step, so y_a = (A_B + λ_A·I)·s_a must use the current batch's A_B.
 import { expect } from 'chai';
 import type { Batch } from '../../../lib/data/index.js';
-import { kbfgsL, kfqn, kfqnL, type KfqnOptions } from '../../../lib/optim/index.js';
+import { kfqn, kfqnL, type KfqnOptions } from '../../../lib/optim/index.js';
 import { createBackend } from '../../../lib/runtime/index.js';
 import { KroneckerEngine } from '../../../lib/train/kronecker-engine.js';
 import { Trainer } from '../../../lib/train/trainer.js';
@@ -33,6 +33,7 @@ const cases: Case[] = [
   { name: 'kfqn --decoupled-weight-decay (τ 0.05)', options: { weightDecay: 0.05, decoupledWeightDecay: true }, reference: { decoupledDecay: 0.05 } },
   { name: 'kfqn --curvature-interval 2 (H_g, H_a held at odd steps)', options: { curvatureInterval: 2 }, reference: { curvatureInterval: 2 } },
   { name: 'kfqn --g-init factor (H_g⁰ = (G_B + μ2·I)⁻¹)', options: { gInit: 'factor' }, reference: { gInit: 'factor' } },
+  { name: 'kfqn-l --a-side lbfgs --g-init factor (p = 2, p_a = 2; the G side\'s diagonal H0 = (diag G + μ2)⁻¹)', options: { history: 2, aSide: 'lbfgs', aHistory: 2, gInit: 'factor' }, reference: { memory: 2, aMemory: 2, gInit: 'factor' } },
   { name: 'kfqn --a-side lbfgs --g-init factor --curvature-interval 2 (G alone formed at the start)', options: { aSide: 'lbfgs', aHistory: 3, gInit: 'factor', curvatureInterval: 2 }, reference: { aMemory: 3, gInit: 'factor', curvatureInterval: 2 } },
   { name: 'kfqn-l --a-side lbfgs --curvature-interval 3', options: { history: 2, aSide: 'lbfgs', aHistory: 2, curvatureInterval: 3 }, reference: { memory: 2, aMemory: 2, curvatureInterval: 3 } },
 ];
@@ -178,11 +179,7 @@ describe('KF-QN options', () => {
     expect(() => kfqn({ gInit: 'fisher' as never })).to.throw(/gInit must be 'identity' or 'factor', got 'fisher'/);
   });
 
-  it('refuses gInit factor for an L-BFGS H_g, which has no dense H_g⁰', () => {
-    expect(() => kfqnL({ gInit: 'factor' })).to.throw(/gInit 'factor' sets a dense H_g⁰.*kfqn-l's L-BFGS H_g starts from H0 = I \(use kfqn,/);
-    expect(() => kbfgsL({ gInit: 'factor' })).to.throw(/kbfgs-l's L-BFGS H_g starts from H0 = I \(use kbfgs,/);
-    expect(kfqnL({ gInit: 'identity' }).options.gInit).to.equal('identity');
-  });
+
 
   it('defaults to the authors\' CNN choices: DD-LM, ā with entry 1, no warm start, constant α', () => {
     const o = kfqn();

@@ -16,6 +16,8 @@ const optimizers: Record<string, () => TrainerOptions['optimizer']> = {
   kfac: () => kfac({ warmStart: false }), shampoo: () => shampoo({ warmStart: false }),
   kbfgs: () => kbfgs({ warmStart: false }), 'kbfgs-l': () => kbfgsL({ history: 7, warmStart: false }),
   kfqn: () => kfqn(), 'kfqn-l': () => kfqnL({ history: 5 }), 'kfqn-l --a-side lbfgs': () => kfqnL({ history: 5, aSide: 'lbfgs', aHistory: 3 }),
+  // The factor start: a dense H_g⁰ replaces I (no G kept); an L-BFGS H_g keeps its diagonal H0.
+  'kfqn --g-init factor': () => kfqn({ gInit: 'factor' }), 'kfqn-l --a-side lbfgs --g-init factor': () => kfqnL({ history: 5, aSide: 'lbfgs', aHistory: 3, gInit: 'factor' }),
 };
 
 describe('optimizer state report against the tensors the engines hold', function () {
@@ -58,5 +60,8 @@ describe('optimizer state report: closed forms of §6 on one layer', () => {
   it('KF-QN keeps no A; with an L-BFGS A side the layer\'s state is O(p·(d_a + d_g)) and no d_a² term', () => {
     expect(first(kfqn()).stateBytes).to.equal(4 * (35 + 49 + 25 + 10));
     expect(first(kfqnL({ history: 10, aSide: 'lbfgs', aHistory: 4 })).stateBytes).to.equal(4 * (35 + 4 * (2 * 7 + 1) + 10 * (2 * 5 + 1) + 10));
+    // gInit 'factor': the same dense H_g; an L-BFGS H_g adds its diagonal H0 (d_g).
+    expect(first(kfqn({ gInit: 'factor' })).stateBytes).to.equal(4 * (35 + 49 + 25 + 10));
+    expect(first(kfqnL({ history: 10, aSide: 'lbfgs', aHistory: 4, gInit: 'factor' })).stateBytes).to.equal(4 * (35 + 4 * (2 * 7 + 1) + 10 * (2 * 5 + 1) + 5 + 10));
   });
 });
