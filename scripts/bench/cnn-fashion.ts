@@ -76,8 +76,9 @@ type OptimizerName = (typeof OPTIMIZERS)[number];
  * 0.551 in the same session), all reaching Adam's final loss at 0.68–0.76 of its time; α 10 is
  * dropped from the grid, the interval (1, the authors', or 10) added. Then H_g⁰ from the first
  * batch's gradient factor (gInit 'factor') took KF-QN at α 1, λ 0.01, interval 10 to Adam's
- * 240-step loss in 119-121 steps against 161 with H_g⁰ = I (200-step probes; α 0.3: 151): the KF-QN
- * grid now runs interval 10 with both starts (every-step KF-QN, 0.61 at best, is KF-QN(L)'s grid's).
+ * 240-step loss in 119-121 steps against 161 with H_g⁰ = I (200-step probes; α 0.3: 151), and
+ * KF-QN(L) with its diagonal form in 120: both grids now run interval 10 with both starts (every-step
+ * KF-QN and KF-QN(L), 0.61 at best in the previous sweeps, left the grid).
  */
 const SEARCH: Record<OptimizerName, { one: Hyper; grid: Record<string, (number | string)[]> }> = {
   sgd: { one: { lr: 0.03 }, grid: { lr: [0.01, 0.03, 0.1] } },
@@ -88,7 +89,7 @@ const SEARCH: Record<OptimizerName, { one: Hyper; grid: Record<string, (number |
   kbfgs: { one: { lr: 3, damping: 0.01 }, grid: { lr: [1, 3], damping: [0.01, 0.1] } },
   'kbfgs-l': { one: { lr: 3, damping: 0.01 }, grid: { lr: [1, 3], damping: [0.01, 0.1] } },
   kfqn: { one: { lr: 1, damping: 0.01, curvatureInterval: 10, gInit: 'factor' }, grid: { lr: [1, 3], damping: [0.003, 0.01], curvatureInterval: [10], gInit: ['identity', 'factor'] } },
-  'kfqn-l': { one: { lr: 1, damping: 0.003, curvatureInterval: 10 }, grid: { lr: [1, 3], damping: [0.003, 0.01], curvatureInterval: [1, 10] } },
+  'kfqn-l': { one: { lr: 1, damping: 0.01, curvatureInterval: 10, gInit: 'factor' }, grid: { lr: [1, 3], damping: [0.003, 0.01], curvatureInterval: [10], gInit: ['identity', 'factor'] } },
 };
 
 /**
@@ -110,7 +111,7 @@ function makeOptimizer(name: OptimizerName, hyper: Hyper): TrainerOptions['optim
     case 'kbfgs': return kbfgs({ lr: h.lr, damping: h.damping, warmStart: false });
     case 'kbfgs-l': return kbfgsL({ lr: h.lr, damping: h.damping, warmStart: false });
     case 'kfqn': return kfqn({ lr: h.lr, damping: h.damping, curvatureInterval: h.curvatureInterval ?? 1, gInit: gInit as 'identity' | 'factor' });
-    case 'kfqn-l': return kfqnL({ lr: h.lr, damping: h.damping, curvatureInterval: h.curvatureInterval ?? 1 });
+    case 'kfqn-l': return kfqnL({ lr: h.lr, damping: h.damping, curvatureInterval: h.curvatureInterval ?? 1, gInit: gInit as 'identity' | 'factor' });
   }
 }
 

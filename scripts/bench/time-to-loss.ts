@@ -4,7 +4,7 @@
 // loss over the whole training set, measured after every epoch off the clock; the candidate's
 // clock includes its warm start.
 // Usage: npx tsx scripts/bench/time-to-loss.ts [--optimizer kbfgs-l] [--epochs 10] [--max-epochs 30] [--curvature-interval N]
-//          [--g-init identity|factor] (kbfgs, kfqn)
+//          [--g-init identity|factor] [--lr X] [--damping X] (the K-BFGS and KF-QN family)
 import { parseArgs } from 'node:util';
 import { batches, type Dataset } from '../../lib/data/index.js';
 import { loadDataSpec } from '../../lib/data/node.js';
@@ -16,13 +16,16 @@ import { machine } from './common.js';
 
 const { values } = parseArgs({ options: {
   optimizer: { type: 'string', default: 'kbfgs-l' }, epochs: { type: 'string', default: '10' }, 'max-epochs': { type: 'string', default: '30' },
-  'curvature-interval': { type: 'string', default: '1' }, 'g-init': { type: 'string', default: 'identity' },
+  'curvature-interval': { type: 'string', default: '1' }, 'g-init': { type: 'string', default: 'identity' }, lr: { type: 'string' }, damping: { type: 'string' },
 } });
 const curvatureInterval = Number(values['curvature-interval']);
 const gInit = values['g-init'] as 'identity' | 'factor';
+// α and λ of the K-BFGS and KF-QN family when not the authors' (0.3, 0.3).
+const tuned = { ...(values.lr ? { lr: Number(values.lr) } : {}), ...(values.damping ? { damping: Number(values.damping) } : {}) };
 const candidates: Record<string, () => TrainerOptions['optimizer']> = {
   sgd: () => sgd({ lr: 0.03, momentum: 0.9, dampening: 0.9, weightDecay: 1e-5 }), rmsprop: () => rmsprop(), kfac: () => kfac(), shampoo: () => shampoo(),
-  kbfgs: () => kbfgs({ curvatureInterval, gInit }), 'kbfgs-l': () => kbfgsL({ curvatureInterval }), kfqn: () => kfqn({ curvatureInterval, gInit }), 'kfqn-l': () => kfqnL({ curvatureInterval }),
+  kbfgs: () => kbfgs({ ...tuned, curvatureInterval, gInit }), 'kbfgs-l': () => kbfgsL({ ...tuned, curvatureInterval, gInit }),
+  kfqn: () => kfqn({ ...tuned, curvatureInterval, gInit }), 'kfqn-l': () => kfqnL({ ...tuned, curvatureInterval, gInit }),
 };
 const make = candidates[values.optimizer!];
 if (!make) throw new Error(`unknown optimizer '${values.optimizer}'; one of ${Object.keys(candidates).join(', ')}`);
