@@ -263,6 +263,15 @@ describe('runtime backends: CPU, WASM and WebGPU agree in float32', function () 
       expectSame(await steps(wasm, gated()), reference, 'wasm');
       expectSame(await steps(needWebGpu(this), gated()), reference, 'webgpu');
     });
+
+    // The factor start: a dense H_g⁰ through com.microsoft Inverse, an L-BFGS H_g's diagonal H0.
+    for (const [name, make] of [['kfqn', () => kfqn({ gInit: 'factor' })], ['kfqn-l --a-side lbfgs', () => kfqnL({ history: 3, aSide: 'lbfgs', aHistory: 3, gInit: 'factor' })]] as const) {
+      it(`${name} --g-init factor on WASM and WebGPU gives CPU's losses and parameters`, async function () {
+        const reference = await steps(cpu, make());
+        expectSame(await steps(wasm, make()), reference, 'wasm');
+        expectSame(await steps(needWebGpu(this), make()), reference, 'webgpu');
+      });
+    }
   });
 
   describe('providers that cannot run', () => {
