@@ -233,7 +233,8 @@ export class KbfgsReference {
   readonly memory: number | undefined;
   readonly dampingMode: DampingMode;
   private readonly opts: KbfgsReferenceOptions;
-  private readonly warmStartA: Float64Array[] | undefined;
+  private warmStartA: Float64Array[] | undefined;
+  private warmStartG: Float64Array[] | undefined;
   private readonly gScale: NonNullable<KbfgsReferenceOptions['gScale']>;
   private layers: LayerState[] | undefined;
   private k = 0;
@@ -257,6 +258,27 @@ export class KbfgsReference {
   }
 
   get iteration(): number { return this.k; }
+
+  /**
+   * K-BFGS's warm start (§3.3): A, and with gInit 'factor' G, as the means over `batches` of their
+   * batch factors at the current weights, for the first step to use instead of its own batch's.
+   */
+  warmStart(net: RefMlp, batches: { X: ArrayLike<number>; target: RefTarget }[]): void {
+    const pass = this.opts.pass ?? forwardBackward;
+    const sums: { A: Float64Array; G: Float64Array }[] = [];
+    for (const { X, target } of batches) {
+      const fb = pass(net, X, target);
+      const M = fb.samples ?? X.length / net.sizes[0];
+      net.layers.forEach(({ W, b }, l) => {
+        const dg = b.length, da = W.length / dg + 1;
+        sums[l] ??= { A: new Float64Array(da * da), G: new Float64Array(dg * dg) };
+        batchFactor(fb.a[l], M, da).AB.forEach((v, i) => { sums[l].A[i] += v / batches.length; });
+        gradientFactor(fb.dh[l], dg, this.gScale(net.loss.reduction, M)).forEach((v, i) => { sums[l].G[i] += v / batches.length; });
+      });
+    }
+    this.warmStartA = sums.map((f) => f.A);
+    this.warmStartG = sums.map((f) => f.G);
+  }
 
   private state(l: number): LayerState {
     if (!this.layers) throw new Error('KbfgsReference: no step taken yet');
@@ -354,10 +376,7 @@ export class KbfgsReference {
       const own = batchFactor(fb.a[l], M, da);
       pairFactors.push(curvature ? batchFactor(pairPass.a[l], pairM, da) : own);
       if (this.k === 0 && this.opts.gInit === 'factor') {
-        // G = (1/rows)·Σ g gᵀ over the rows (samples, and positions for a convolution) of g = gScale·∂L/∂h.
-        const dh = fb.dh[l], rows = dh.length / dg, c = this.gScale(net.loss.reduction, M);
-        const Gl = new Float64Array(dg * dg);
-        for (let i = 0; i < rows; i++) for (let r = 0; r < dg; r++) for (let q = 0; q < dg; q++) Gl[r * dg + q] += (c * dh[i * dg + r]) * (c * dh[i * dg + q]) / rows;
+        const Gl = Float64Array.from(this.warmStartG?.[l] ?? gradientFactor(fb.dh[l], dg, this.gScale(net.loss.reduction, M)));
         for (let r = 0; r < dg; r++) Gl[r * dg + r] += perLayer(this.opts.mu2, l);
         if (st.Hg) st.Hg = choleskyInverse(Gl, dg);
         else st.Hg0 = Float64Array.from({ length: dg }, (_, r) => 1 / Gl[r * dg + r]);
@@ -463,6 +482,14 @@ export class KbfgsReference {
  * A_B = (1/M) ÃᵀÃ (summed over a convolution's positions, averaged over the M samples) and ā (the
  * mean of the rows) of a layer's input rows a (rows × (d_a − 1)), ã = [a; 1].
  */
+/** G = (1/rows)·Σ g gᵀ over the rows (samples, and positions for a convolution) of g = scale·∂L/∂h. */
+function gradientFactor(dh: ArrayLike<number>, dg: number, scale: number): Float64Array {
+  const rows = dh.length / dg;
+  const G = new Float64Array(dg * dg);
+  for (let i = 0; i < rows; i++) for (let r = 0; r < dg; r++) for (let q = 0; q < dg; q++) G[r * dg + q] += (scale * dh[i * dg + r]) * (scale * dh[i * dg + q]) / rows;
+  return G;
+}
+
 function batchFactor(a: ArrayLike<number>, M: number, da: number): { AB: Float64Array; aBar: Float64Array } {
   const nin = da - 1;
   const rows = a.length / nin;

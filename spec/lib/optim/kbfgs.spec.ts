@@ -41,6 +41,36 @@ for (const [name, memory, abarBias, curvatureInterval] of [
   });
 }
 
+describe('K-BFGS warm start: one pass over the data for A, and for G with gInit factor', () => {
+  const cases = [
+    { name: 'kbfgs', optimizer: () => kbfgs({ lr: 0.3, damping: 0.3 }), reference: {} },
+    { name: 'kbfgs --g-init factor', optimizer: () => kbfgs({ lr: 0.3, damping: 0.3, gInit: 'factor' }), reference: { gInit: 'factor' as const } },
+    { name: 'kbfgs-l (p = 2) --g-init factor', optimizer: () => kbfgsL({ lr: 0.3, damping: 0.3, history: 2, gInit: 'factor' }), reference: { memory: 2, gInit: 'factor' as const } },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: the engine's pass over 3 batches, then 4 steps on others, track the reference`, async () => {
+      const net = makeRefMlp(sizes, [...activations], { kind: 'bce-with-logits', reduction: 'per-sample-sum' }, 5);
+      for (const layer of net.layers) { layer.W = Float64Array.from(Float32Array.from(layer.W)); layer.b = Float64Array.from(Float32Array.from(layer.b)); }
+      const pass = [data(11), data(12), data(13)];
+      const inputs = new Float32Array(pass.length * M * sizes[0]);
+      pass.forEach((X, k) => inputs.set(X, k * M * sizes[0]));
+      const trainer = await Trainer.create(await createBackend('cpu'), toOnnx(net), { kind: 'bce-with-logits', reduction: 'per-sample-sum', target: 'input', optimizer: c.optimizer() });
+      const ref = new KbfgsReference({ lr: 0.3, damping: 0.3, ...c.reference });
+      const refNet = cloneRefMlp(net);
+      try {
+        await trainer.warmStart({ name: 'three batches', size: pass.length * M, inputs, sampleShape: [sizes[0]] } as never, M);
+        ref.warmStart(refNet, pass.map((X) => ({ X: Float64Array.from(X), target: Float64Array.from(X) })));
+        await expectTracksReference(trainer, refNet, 4, (k) => {
+          const X = data(20 + k);
+          return { batch: { index: k, epoch: 0, size: M, inputs: X }, reference: () => ref.step(refNet, Float64Array.from(X), Float64Array.from(X)).loss };
+        });
+      } finally {
+        await trainer.dispose();
+      }
+    });
+  }
+});
+
 describe('K-BFGS graphs', () => {
   it('the curvature pass builds no parameter gradients (only ∂L/∂h flows back)', () => {
     const model = toOnnx(makeRefMlp(sizes, [...activations], { kind: 'mse', reduction: 'mean' }, 1));
