@@ -7,6 +7,7 @@
 //   h̄, ḡ   = means of h and of g = M·∂L/∂h  over batch and positions
 //   A·v    = (1/M) Ãᵀ(Ã v)                  for v fed as an input, without forming A
 //   G      = (1/(M·T)) Σ g gᵀ               over batch and positions (KFAC's second factor)
+//   diag A = (1/M) Σ ã∘ã                    A's diagonal alone: ā's products on the squared input
 import type { Gradients } from './autodiff/index.js';
 import { axisPads, convAttrs, convGeometry, convKernelGradient } from './autodiff/conv.js';
 import type { Emitter } from './ir/emitter.js';
@@ -27,6 +28,8 @@ export interface StatisticsRequest {
   actionVector?: (e: Emitter, layer: Layer, abar: string) => string;
   /** G = (1/(M·T)) Σ g gᵀ per group, g = M·∂L/∂h (or ∂L/∂h as is): [groups, d_g, d_g]. */
   gradientFactors?: boolean;
+  /** diag(A) = (1/M) Σ ã∘ã per group [groups, d_a], without A: the sums ā takes, of the squared input. */
+  activationDiagonal?: boolean;
   /**
    * Whether ḡ is the mean of M·∂L/∂h (the per-sample gradient of a mean-reduced loss; default) or
    * of ∂L/∂h as is (a sum-reduced loss already is per sample; ALGORITHMS.md §1.1).
@@ -43,6 +46,7 @@ export interface LayerStatistics {
   v?: string;
   av?: string;
   g?: string;
+  adiag?: string;
 }
 
 export const statName = {
@@ -53,6 +57,7 @@ export const statName = {
   v: (l: string) => `kfqn:v:${l}`,
   av: (l: string) => `kfqn:Av:${l}`,
   g: (l: string) => `kfqn:G:${l}`,
+  adiag: (l: string) => `kfqn:Adiag:${l}`,
 };
 
 /**
@@ -76,6 +81,7 @@ export function emitLayerStatistics(g: Graph, e: Emitter, layer: Layer, grads: G
   }
   if (req.hessianAction && !req.actionVector) out.v = statName.v(layer.name);
   if (req.gradientFactors) out.g = gradientFactor(e, layer, grads, req.perSampleGradient === 'as-is' ? undefined : batch);
+  if (req.activationDiagonal) out.adiag = perSample(activationSquareSums(e, layer, node));
   // A convolution's means and Hessian action come from two small convolutions each; only the
   // dense A factor needs the patch matrix (ALGORITHMS.md §4.2: O(M·T·d_a) instead of O(M·T·d_a²)).
   if (layer.kind === 'conv') {
@@ -131,6 +137,37 @@ function gradientFactor(e: Emitter, layer: Layer, grads: Gradients, batch: strin
   const count = e.op('Cast', [e.op('Gather', [e.op('Shape', [rows]), e.int64s([1])], [A.int('axis', 0)])], [A.int('to', dtype === 'float64' ? 11 : 1)]);
   const scale = batch ? e.op('Div', [e.op('Mul', [batch, batch]), count]) : e.op('Reciprocal', [count]);
   return e.op('Mul', [gram, e.op('Reshape', [scale, e.int64s([1, 1, 1])])]);
+}
+
+/**
+ * Σ over the rows of ã∘ã per group [groups, d_a]: for a convolution the window sums that give ā,
+ * taken of x∘x (a kernel gradient on one summed sample); for a linear layer the column sums of x∘x;
+ * the bias entry is the number of rows.
+ */
+function activationSquareSums(e: Emitter, layer: Layer, node: Node): string {
+  const dtype = e.dtypeOf(layer.input);
+  const squared = e.op('Mul', [layer.input, layer.input]);
+  e.g.types.set(squared, { dtype, shape: e.shapeOf(layer.input) });
+  const rowCount = (rows: string) => e.op('Cast', [e.op('Gather', [e.op('Shape', [rows]), e.int64s([1])], [A.int('axis', 0)])], [A.int('to', dtype === 'float64' ? 11 : 1)]);
+  if (layer.kind === 'conv') {
+    const { groups, inFeatures: d } = layer;
+    const spatial = layer.kernel!.map((_, i) => i + 2);
+    const summed = e.reduce('ReduceSum', squared, [0], true);
+    e.g.types.set(summed, { dtype, shape: [1, ...e.shapeOf(layer.input).slice(1)] });
+    const hSum = e.g.fresh(`${layer.preactivation}/squares-sum`);
+    e.g.types.set(hSum, { dtype, shape: [1, ...e.shapeOf(layer.preactivation).slice(1)] });
+    const onSum: Node = { ...node, name: `${node.name}/squares-sum`, inputs: [summed, ...node.inputs.slice(1)], outputs: [hSum] };
+    const hShape = e.op('Shape', [layer.preactivation]);
+    const ones = e.op('Expand', [e.constant(1, dtype), e.op('Concat', [e.int64s([1, groups]), e.op('Gather', [hShape, e.int64s(spatial)], [A.int('axis', 0)])], [A.int('axis', 0)])]);
+    const sums = e.op('Reshape', [convKernelGradient(e, onSum, ones), e.int64s([groups, d])]);
+    if (!layer.bias) return sums;
+    // Rows per group: N·T = size(h) / C_out.
+    const rows = e.op('Div', [e.op('Cast', [e.op('Size', [layer.preactivation])], [A.int('to', dtype === 'float64' ? 11 : 1)]), e.constant(groups * layer.factors.g, dtype)]);
+    return e.op('Concat', [sums, e.unsqueeze(e.op('Mul', [e.constant(new Array(groups).fill(1), dtype), rows]), [1])], [A.int('axis', 1)]);
+  }
+  const rows = e.op('Reshape', [squared, e.int64s([1, -1, layer.inFeatures])]);
+  const sums = e.op('Reshape', [e.reduce('ReduceSum', rows, [1], false), e.int64s([1, layer.inFeatures])]);
+  return layer.bias ? e.op('Concat', [sums, e.op('Reshape', [rowCount(rows), e.int64s([1, 1])])], [A.int('axis', 1)]) : sums;
 }
 
 /** The Conv's attributes for a convolution over the same windows (kernel from the layer). */

@@ -230,7 +230,7 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
       const names: LayerStatistics = {};
       const { groups, factors } = layer;
       const dtype = typeOf(layer.input).dtype;
-      const declare = (key: 'a' | 'abar' | 'hbar' | 'gbar' | 'av' | 'g', shape: number[]) => {
+      const declare = (key: 'a' | 'abar' | 'hbar' | 'gbar' | 'av' | 'g' | 'adiag', shape: number[]) => {
         if (!values[key]) return;
         names[key] = statName[key](layer.name);
         emitOut(values[key]!, names[key]!, dtype, shape);
@@ -241,6 +241,7 @@ export function buildTrainingGraph(model: onnx.IModelProto, opts: TrainingGraphO
       declare('gbar', [groups * factors.g]);
       declare('av', [groups, factors.a]);
       declare('g', [groups, factors.g, factors.g]);
+      declare('adiag', [groups, factors.a]);
       if (values.v) {
         names.v = values.v;
         g.inputs.push({ name: values.v, type: { dtype, shape: [groups, factors.a] } });

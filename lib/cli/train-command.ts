@@ -59,6 +59,8 @@ Optimizer
   --a-side dense|lbfgs       kfqn: H_a a dense BFGS inverse (default) or L-BFGS pairs (memory
                              O(p·(d_a + d_g)) per layer)
   --a-history N              kfqn --a-side lbfgs: L-BFGS memory of the A side (default 100)
+  --a-init pair|factor       kfqn --a-side lbfgs: H0 of the A side, γI from the newest pair
+                             (default), or (diag(A_B) + λ_A)⁻¹ from the first batch
   --conv-damping plain|sqrt-t  kfqn: conv layers' λ_A = μ2 = √λ (default), or λ_A = √(λ|T|),
                              μ2 = √(λ/|T|) with |T| the output positions
   --variant default|convergent  kfqn: curvature pairs from the step's batch at constant α
@@ -95,7 +97,7 @@ export async function train(args: string[]): Promise<void> {
     'warm-start': { type: 'boolean' }, 'no-warm-start': { type: 'boolean' }, 'stat-interval': { type: 'string' }, 'inverse-interval': { type: 'string' },
     'root-interval': { type: 'string' }, 'root-iterations': { type: 'string' }, fisher: { type: 'string' }, 'paper-compat': { type: 'boolean' }, 'abar-bias': { type: 'string' },
     'a-side': { type: 'string' }, 'a-history': { type: 'string' }, 'conv-damping': { type: 'string' }, variant: { type: 'string' }, 'step-power': { type: 'string' },
-    'curvature-interval': { type: 'string' }, 'g-init': { type: 'string' }, ep: { type: 'string' }, log: { type: 'string' }, out: { type: 'string', short: 'o' }, quiet: { type: 'boolean' },
+    'curvature-interval': { type: 'string' }, 'g-init': { type: 'string' }, 'a-init': { type: 'string' }, ep: { type: 'string' }, log: { type: 'string' }, out: { type: 'string', short: 'o' }, quiet: { type: 'boolean' },
   }, 1);
   if (values.help) return void console.log(HELP);
   const isDefault = positionals.length === 0;
@@ -173,7 +175,7 @@ const FLAG_OWNERS: Record<string, readonly OptimizerName[]> = {
   eps: ['adam', 'rmsprop', 'shampoo'], damping: ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'], history: ['kbfgs-l', 'kfqn-l'],
   'damping-mode': ['kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'], 'curvature-interval': ['kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'], 'abar-bias': ['kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'],
   'g-init': ['kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'],
-  'a-side': ['kfqn', 'kfqn-l'], 'a-history': ['kfqn', 'kfqn-l'], 'conv-damping': ['kfqn', 'kfqn-l'], variant: ['kfqn', 'kfqn-l'], 'step-power': ['kfqn', 'kfqn-l'],
+  'a-side': ['kfqn', 'kfqn-l'], 'a-history': ['kfqn', 'kfqn-l'], 'a-init': ['kfqn', 'kfqn-l'], 'conv-damping': ['kfqn', 'kfqn-l'], variant: ['kfqn', 'kfqn-l'], 'step-power': ['kfqn', 'kfqn-l'],
   'stat-decay': ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'],
   'no-warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'paper-compat': ['sgd', 'adam'],
   'stat-interval': ['kfac', 'shampoo'], 'inverse-interval': ['kfac'], fisher: ['kfac'], 'root-interval': ['shampoo'], 'root-iterations': ['shampoo'],
@@ -211,11 +213,12 @@ function makeOptimizer(name: OptimizerName, values: Record<string, unknown>) {
       if (name === 'kbfgs-l') return kbfgsL({ ...curvature, ...quasiNewton });
       const o = {
         ...common, ...quasiNewton, ...defined({
-          aSide: choice('a-side', ['dense', 'lbfgs'] as const), aHistory: int('a-history'), convDamping: choice('conv-damping', ['plain', 'sqrt-t'] as const),
+          aSide: choice('a-side', ['dense', 'lbfgs'] as const), aHistory: int('a-history'), aInit: choice('a-init', ['pair', 'factor'] as const), convDamping: choice('conv-damping', ['plain', 'sqrt-t'] as const),
           variant: choice('variant', ['default', 'convergent'] as const), stepPower: num('step-power'),
         }),
       };
       if (values['a-history'] !== undefined && o.aSide !== 'lbfgs') throw new UsageError('--a-history is the memory of --a-side lbfgs; give --a-side lbfgs too');
+      if (values['a-init'] !== undefined && o.aSide !== 'lbfgs') throw new UsageError('--a-init sets the H0 of --a-side lbfgs (a dense H_a starts from (A_B + λ_A·I)⁻¹); give --a-side lbfgs too');
       if (values['step-power'] !== undefined && o.variant !== 'convergent') throw new UsageError('--step-power sets the decay of --variant convergent; give --variant convergent too');
       return name === 'kfqn' ? kfqn(o) : kfqnL(o);
     }

@@ -95,11 +95,12 @@ function buildPlainDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingGra
 /**
  * KF-QN's action pass at θ (the convergent variant's independent batch): the means h̄, ḡ, ā and the
  * A-side pair s_a = H_a·ā, A_B·s_a, without parameter gradients. With `seed`, v = ā itself: the
- * first pair of an L-BFGS H_a.
+ * first pair of an L-BFGS H_a (and, with aInit 'factor', diag(A_B) for its H0).
  */
 export function buildActionPassGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, opt: KroneckerOptimizer, seed = false): TrainingGraph {
+  const activationDiagonal = seed && opt.options.aInit === 'factor';
   return buildTrainingGraph(model, {
-    ...spec, parameterGradients: false, capture: { gradients: false, statistics: { means: true, hessianAction: true, actionVector: minibatchActionVector(opt, seed) } },
+    ...spec, parameterGradients: false, capture: { gradients: false, statistics: { means: true, hessianAction: true, actionVector: minibatchActionVector(opt, seed), activationDiagonal } },
   });
 }
 
@@ -136,12 +137,19 @@ function declareHa(g: Graph, l: Layer, opt: KroneckerOptimizer, dtype: DataType)
   declare(g, kname.rhoa(l.name), dtype, [G, opt.aHistory], 'input');
 }
 
-/** Group i's L-BFGS H_a operator on the columns of V [d_a, k]; H0 = γI with γ = sᵀy/yᵀy of the newest pair (§2.2's option). */
+/**
+ * Group i's L-BFGS H_a operator on the columns of V [d_a, k]; H0 = γI with γ = sᵀy/yᵀy of the
+ * newest pair (§2.2's option), or with aInit 'factor' the diagonal state Ha0.
+ */
 function lbfgsHa(e: Emitter, l: Layer, opt: KroneckerOptimizer, dtype: DataType, i: number, V: string): string {
   const { G, da } = layerDims(l);
   const p = opt.aHistory!;
   const [S, Y, rho] = [kname.Sa(l.name), kname.Ya(l.name), kname.rhoa(l.name)].map((x, j) => group(e, x, i, G, j === 2 ? [p] : [p, da]));
-  return emitLbfgsApply(e, V, S, Y, rho, emitLbfgsGamma(e, S, Y, rho, { memory: p, dtype }), { memory: p, dtype });
+  if (opt.options.aInit === 'factor') declare(e.g, kname.Ha0(l.name), dtype, [G, da], 'input');
+  const H0: LbfgsH0 = opt.options.aInit === 'factor'
+    ? { diagonal: e.op('Reshape', [group(e, kname.Ha0(l.name), i, G, [da]), e.int64s([da, 1])]) }
+    : emitLbfgsGamma(e, S, Y, rho, { memory: p, dtype });
+  return emitLbfgsApply(e, V, S, Y, rho, H0, { memory: p, dtype });
 }
 
 /** H_a·v for v [G, d_a], per group. */

@@ -55,6 +55,12 @@ export interface KfqnOptions extends Omit<KbfgsOptions, 'statDecay' | 'warmStart
   aSide?: 'dense' | 'lbfgs';
   /** p_a: L-BFGS memory of the A side with aSide 'lbfgs' (default 100). */
   aHistory?: number;
+  /**
+   * H0 of an L-BFGS A side: 'pair', γI with γ = sᵀy/yᵀy of the newest pair (default), or 'factor',
+   * the diagonal (diag(A_B) + λ_A)⁻¹ of the first batch, formed without A (a dense H_a always
+   * starts from (A_B + λ_A·I)⁻¹).
+   */
+  aInit?: 'pair' | 'factor';
   /** Conv layers: λ_A = √λ and μ2 = √λ (default 'plain'), or the |T|-aware split λ_A = √(λ|T|), μ2 = √(λ/|T|) ('sqrt-t'). */
   convDamping?: 'plain' | 'sqrt-t';
   /**
@@ -117,8 +123,10 @@ function memory(name: string, p: number): void {
 }
 
 function kfqnOptimizer(name: 'kfqn' | 'kfqn-l', options: KfqnOptions, history?: number): KroneckerOptimizer {
-  const { aSide = 'dense', aHistory = 100, convDamping = 'plain', variant = 'default', stepPower = 0.6, ...rest } = options;
+  const { aSide = 'dense', aHistory = 100, aInit = 'pair', convDamping = 'plain', variant = 'default', stepPower = 0.6, ...rest } = options;
   if (aSide !== 'dense' && aSide !== 'lbfgs') throw new RangeError(`aSide must be 'dense' or 'lbfgs', got '${aSide}'`);
+  if (aInit !== 'pair' && aInit !== 'factor') throw new RangeError(`aInit must be 'pair' or 'factor', got '${String(aInit)}'`);
+  if (aInit === 'factor' && aSide !== 'lbfgs') throw new RangeError(`aInit 'factor' sets the H0 of an L-BFGS A side (aSide 'lbfgs'); a dense H_a always starts from (A_B + λ_A·I)⁻¹`);
   if (convDamping !== 'plain' && convDamping !== 'sqrt-t') throw new RangeError(`convDamping must be 'plain' or 'sqrt-t', got '${convDamping}'`);
   if (variant !== 'default' && variant !== 'convergent') throw new RangeError(`variant must be 'default' or 'convergent', got '${variant}'`);
   if (!(stepPower > 0.5 && stepPower < 1)) throw new RangeError(`stepPower must lie in (0.5, 1) for the convergence guarantee, got ${stepPower}`);
@@ -127,7 +135,7 @@ function kfqnOptimizer(name: 'kfqn' | 'kfqn-l', options: KfqnOptions, history?: 
   const o = resolve({ dampingMode: 'lm', abarBias: 'one', ...rest, warmStart: false });
   const lr = (t: number) => (variant === 'convergent' ? o.lr * Math.max(1, t) ** -stepPower : o.lr);
   return {
-    kind: 'kronecker', name, options: { ...o, aSide, aHistory, convDamping, variant, stepPower, ...(history ? { history } : {}) },
+    kind: 'kronecker', name, options: { ...o, aSide, aHistory, aInit, convDamping, variant, stepPower, ...(history ? { history } : {}) },
     history, aSource: 'minibatch', aHistory: aSide === 'lbfgs' ? aHistory : undefined, independentCurvatureBatch: variant === 'convergent', learningRate: lr,
   };
 }

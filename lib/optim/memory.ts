@@ -72,6 +72,7 @@ function curvatureParts(l: Layer, o: KroneckerOptimizer | FactoredOptimizer): Re
   if (o.aSource === 'ema') parts.A = bytes(da * da);
   if (o.aHistory === undefined) parts.Ha = bytes(da * da);
   else parts.Ha_pairs = bytes(o.aHistory * (2 * da + 1));
+  if (o.aHistory !== undefined && o.options.aInit === 'factor') parts.Ha0 = bytes(da);
   if (o.history === undefined) parts.Hg = bytes(dg * dg);
   else parts.Hg_pairs = bytes(o.history * (2 * dg + 1));
   if (o.history !== undefined && o.options.gInit === 'factor') parts.Hg0 = bytes(dg);

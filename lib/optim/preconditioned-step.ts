@@ -25,6 +25,8 @@ export const kname = {
   Hg: (l: string) => `kfqn:Hg:${l}`,
   /** An L-BFGS H_g's diagonal H0 (gInit 'factor'). */
   Hg0: (l: string) => `kfqn:Hg0:${l}`,
+  /** An L-BFGS H_a's diagonal H0 (aInit 'factor'). */
+  Ha0: (l: string) => `kfqn:Ha0:${l}`,
   S: (l: string) => `kfqn:S:${l}`,
   Y: (l: string) => `kfqn:Y:${l}`,
   rho: (l: string) => `kfqn:rho:${l}`,

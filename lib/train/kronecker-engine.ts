@@ -60,7 +60,7 @@ export class KroneckerEngine extends PreconditionedEngine {
   /**
    * H_a⁰ from `batches`: (A + λ_A·I)⁻¹ with A the mean of their batch factors (K-BFGS's warm start
    * of §3.3, or the first minibatch alone, as KF-QN); an L-BFGS H_a starts from the first batch's
-   * pair (ā, (A_B + λ_A·I)·ā). With gInit 'factor', H_g⁰ = (G + μ2·I)⁻¹ from the same batches (an
+   * pair (ā, (A_B + λ_A·I)·ā) (and with aInit 'factor' the diagonal H0 = (diag(A_B) + λ_A)⁻¹). With gInit 'factor', H_g⁰ = (G + μ2·I)⁻¹ from the same batches (an
    * L-BFGS H_g: the diagonal H0 = (diag(G) + μ2)⁻¹).
    */
   async initialise(batchFeeds: Iterable<Feeds>): Promise<void> {
@@ -154,6 +154,11 @@ export class KroneckerEngine extends PreconditionedEngine {
             S[(g * p + p - 1) * da + j] = s; Y[(g * p + p - 1) * da + j] = y; sTy += s * y;
           }
           if (sTy > 0 && Number.isFinite(sTy)) rho[g * p + p - 1] = 1 / sTy;
+        }
+        if (this.opt.options.aInit === 'factor') {
+          // H0 = (diag(A_B) + λ_A)⁻¹, d_a values per group.
+          const diagonal = await this.backend.read(out[statName.adiag(l.name)]);
+          this.state.set(kname.Ha0(l.name), this.backend.tensor('float32', Float32Array.from({ length: G * da }, (_, k) => 1 / (Number(diagonal[k]) + lambdaA)), [G, da]));
         }
         this.state.set(kname.Sa(l.name), this.backend.tensor('float32', S, [G, p, da]));
         this.state.set(kname.Ya(l.name), this.backend.tensor('float32', Y, [G, p, da]));

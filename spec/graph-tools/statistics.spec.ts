@@ -204,3 +204,34 @@ describe('graph-tools/statistics: per-layer Kronecker statistics in the graph', 
   }));
 });
 
+
+describe('graph-tools/statistics: diag(A) without A (the L-BFGS A side\'s diagonal H0)', () => {
+  let backend: Backend;
+  before(async () => { backend = await createBackend('cpu'); });
+
+  cases.forEach((c, i) => it(`${c.name}: (1/M)·Σ ã∘ã equals the explicit rows' and the A factor's diagonal`, async () => {
+    const b = new ModelBuilder(80 + i);
+    const model = b.model(c.build(b));
+    const tg = buildTrainingGraph(model, {
+      kind: 'mse', reduction: 'per-sample-sum', parameterGradients: false,
+      capture: { activations: true, gradients: false, statistics: { factors: true, activationDiagonal: true } },
+    });
+    const session = await backend.createSession(encodeModel(tg.toModel()), { name: 'activation diagonal' });
+    const feeds: Record<string, Tensor> = {};
+    for (const [k, v] of Object.entries(b.data)) feeds[k] = backend.tensor('float32', v.data as Float32Array, v.dims);
+    const outShape = tg.target.type.shape!.map((d) => (typeof d === 'number' ? d : N));
+    feeds[tg.target.name] = backend.tensor('float32', new Float32Array(outShape.reduce((a, b2) => a * b2, 1)), outShape);
+    for (const [p, v] of tg.initialParameters) feeds[p] = backend.tensor('float32', v.data as Float32Array, v.dims);
+    const out = await session.run(feeds);
+    await session.release();
+    const layer = tg.report.layers[0];
+    const names = tg.outputs.statistics.get(layer.name)!;
+    const { rows } = referenceRows(c, b, layer, Array.from(out[tg.outputs.activations.get(layer.input)!].data as Float32Array));
+    const da = layer.factors.a;
+    const want = rows.flatMap((gr) => Array.from({ length: da }, (_, p) => gr.reduce((s2, r) => s2 + r[p] * r[p], 0) / N));
+    const got = Array.from(out[names.adiag!].data as Float32Array);
+    expect(relError(got, want), 'against the rows').to.be.below(1e-5);
+    const A = out[names.a!].data as Float32Array;
+    expect(relError(got, Array.from({ length: layer.groups * da }, (_, k) => A[Math.floor(k / da) * da * da + (k % da) * (da + 1)])), 'against A').to.be.below(1e-5);
+  }));
+});

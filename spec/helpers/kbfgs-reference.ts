@@ -29,6 +29,8 @@ export interface KbfgsReferenceOptions {
   aSource?: 'ema' | 'minibatch';
   /** undefined: dense H_a; a number p_a: an L-BFGS H_a (γ = sᵀy/yᵀy of the newest pair), seeded with the first batch's pair (ā, A_λ·ā). */
   aMemory?: number;
+  /** An L-BFGS H_a's H0: γI of the newest pair (default 'pair'), or (diag(A_B) + λ_A)⁻¹ of the first batch ('factor'). */
+  aInit?: 'pair' | 'factor';
   /** λ_A and μ2 when not √λ (KF-QN's |T|-aware split), for every layer or per layer. */
   lambdaA?: number | number[];
   mu2?: number | number[];
@@ -82,6 +84,7 @@ interface LayerState {
   dg: number; da: number;
   A: Float64Array; Ha: Float64Array;
   pairsA: { s: Float64Array; y: Float64Array; rho: number }[]; // L-BFGS H_a, oldest first
+  Ha0?: Float64Array;                       // its diagonal H0 (aInit 'factor')
   Hg?: Float64Array;                        // dense
   Hg0?: Float64Array;                       // L-BFGS: a diagonal H0 (gInit 'factor')
   pairs: { s: Float64Array; y: Float64Array; rho: number }[]; // L-BFGS, oldest first
@@ -333,6 +336,7 @@ export class KbfgsReference {
 
   private applyHa(st: LayerState, v: Float64Array): Float64Array {
     if (this.opts.aMemory === undefined) return matVec(st.Ha, v, st.da);
+    if (st.Ha0) return twoLoop(v, st.pairsA, st.Ha0);
     const newest = st.pairsA[st.pairsA.length - 1];
     const gamma = newest ? dot(newest.s, newest.y) / dot(newest.y, newest.y) : 1;
     return twoLoop(v, st.pairsA, gamma);
@@ -390,6 +394,7 @@ export class KbfgsReference {
           for (let p = 0; p < da; p++) Al[p * da + p] += perLayer(this.opts.lambdaA, l);
           st.Ha = choleskyInverse(Al, da);
         } else {
+          if (this.opts.aInit === 'factor') st.Ha0 = Float64Array.from({ length: da }, (_, p) => 1 / (own.AB[p * da + p] + perLayer(this.opts.lambdaA, l)));
           const sA = this.abarReference(own.aBar);
           const yA = matVec(own.AB, sA, da).map((v, p) => v + perLayer(this.opts.lambdaA, l) * sA[p]);
           if (dot(sA, yA) > 0) st.pairsA.push({ s: sA, y: yA, rho: 1 / dot(sA, yA) });

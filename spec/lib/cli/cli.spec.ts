@@ -320,6 +320,7 @@ describe('kfqn CLI', function () {
       const base = ['train', '--steps', '1', '--quiet'];
       for (const [extra, error] of [
         [['--optimizer', 'kfqn', '--a-history', '5'], /--a-history is the memory of --a-side lbfgs/],
+        [['--optimizer', 'kfqn', '--a-init', 'factor'], /--a-init sets the H0 of --a-side lbfgs/],
         [['--optimizer', 'kfqn', '--step-power', '0.7'], /--step-power sets the decay of --variant convergent/],
         [['--optimizer', 'kbfgs', '--a-side', 'lbfgs'], /--a-side is not an option of kbfgs/],
         [['--optimizer', 'kfqn', '--variant', 'fast'], /--variant/],

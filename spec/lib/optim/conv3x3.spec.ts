@@ -23,6 +23,7 @@ const cases: { name: string; optimizer: () => TrainerOptions['optimizer']; refer
   { name: 'kfqn --g-init factor --conv-damping sqrt-t', optimizer: () => kfqn({ lr, damping, convDamping: 'sqrt-t', gInit: 'factor' }), reference: { ...kfqnReference, gInit: 'factor', lambdaA: [Math.sqrt(16 * damping), Math.sqrt(damping)], mu2: [Math.sqrt(damping / 16), Math.sqrt(damping)] } },
   { name: 'kbfgs --g-init factor', optimizer: () => kbfgs({ lr, damping, warmStart: false, gInit: 'factor' }), reference: { gInit: 'factor' } },
   { name: 'kbfgs-l --g-init factor (p = 3, diagonal H0)', optimizer: () => kbfgsL({ lr, damping, history: 3, warmStart: false, gInit: 'factor' }), reference: { memory: 3, gInit: 'factor' } },
+  { name: 'kfqn-l --a-side lbfgs --a-init factor (p = 3, p_a = 2; H_a\'s H0 from the conv\'s diag(A_B))', optimizer: () => kfqnL({ lr, damping, history: 3, aSide: 'lbfgs', aHistory: 2, aInit: 'factor' }), reference: { ...kfqnReference, memory: 3, aMemory: 2, aInit: 'factor' } },
   { name: 'kfqn-l --g-init factor --curvature-interval 2 (p = 3, diagonal H0)', optimizer: () => kfqnL({ lr, damping, history: 3, gInit: 'factor', curvatureInterval: 2 }), reference: { ...kfqnReference, memory: 3, gInit: 'factor', curvatureInterval: 2 } },
 ];
 

@@ -34,6 +34,7 @@ const cases: Case[] = [
   { name: 'kfqn --curvature-interval 2 (H_g, H_a held at odd steps)', options: { curvatureInterval: 2 }, reference: { curvatureInterval: 2 } },
   { name: 'kfqn --g-init factor (H_g⁰ = (G_B + μ2·I)⁻¹)', options: { gInit: 'factor' }, reference: { gInit: 'factor' } },
   { name: 'kfqn-l --a-side lbfgs --g-init factor (p = 2, p_a = 2; the G side\'s diagonal H0 = (diag G + μ2)⁻¹)', options: { history: 2, aSide: 'lbfgs', aHistory: 2, gInit: 'factor' }, reference: { memory: 2, aMemory: 2, gInit: 'factor' } },
+  { name: 'kfqn-l --a-side lbfgs --a-init factor --g-init factor (both L-BFGS sides from diagonal H0s)', options: { history: 2, aSide: 'lbfgs', aHistory: 3, aInit: 'factor', gInit: 'factor' }, reference: { memory: 2, aMemory: 3, aInit: 'factor', gInit: 'factor' } },
   { name: 'kfqn --a-side lbfgs --g-init factor --curvature-interval 2 (G alone formed at the start)', options: { aSide: 'lbfgs', aHistory: 3, gInit: 'factor', curvatureInterval: 2 }, reference: { aMemory: 3, gInit: 'factor', curvatureInterval: 2 } },
   { name: 'kfqn-l --a-side lbfgs --curvature-interval 3', options: { history: 2, aSide: 'lbfgs', aHistory: 2, curvatureInterval: 3 }, reference: { memory: 2, aMemory: 2, curvatureInterval: 3 } },
 ];
@@ -177,6 +178,8 @@ describe('KF-QN options', () => {
     expect(() => kfqn({ curvatureInterval: 0 })).to.throw(/curvatureInterval must be an integer ≥ 1, got 0/);
     expect(() => kfqnL({ curvatureInterval: 2.5 })).to.throw(/curvatureInterval must be an integer ≥ 1, got 2.5/);
     expect(() => kfqn({ gInit: 'fisher' as never })).to.throw(/gInit must be 'identity' or 'factor', got 'fisher'/);
+    expect(() => kfqn({ aInit: 'factor' })).to.throw(/aInit 'factor' sets the H0 of an L-BFGS A side/);
+    expect(() => kfqnL({ aSide: 'lbfgs', aInit: 'ones' as never })).to.throw(/aInit must be 'pair' or 'factor', got 'ones'/);
   });
 
 

@@ -17,7 +17,7 @@ const optimizers: Record<string, () => TrainerOptions['optimizer']> = {
   kbfgs: () => kbfgs({ warmStart: false }), 'kbfgs-l': () => kbfgsL({ history: 7, warmStart: false }),
   kfqn: () => kfqn(), 'kfqn-l': () => kfqnL({ history: 5 }), 'kfqn-l --a-side lbfgs': () => kfqnL({ history: 5, aSide: 'lbfgs', aHistory: 3 }),
   // The factor start: a dense H_g⁰ replaces I (no G kept); an L-BFGS H_g keeps its diagonal H0.
-  'kfqn --g-init factor': () => kfqn({ gInit: 'factor' }), 'kfqn-l --a-side lbfgs --g-init factor': () => kfqnL({ history: 5, aSide: 'lbfgs', aHistory: 3, gInit: 'factor' }),
+  'kfqn --g-init factor': () => kfqn({ gInit: 'factor' }), 'kfqn-l --a-side lbfgs --g-init factor --a-init factor': () => kfqnL({ history: 5, aSide: 'lbfgs', aHistory: 3, gInit: 'factor', aInit: 'factor' }),
 };
 
 describe('optimizer state report against the tensors the engines hold', function () {
@@ -63,5 +63,7 @@ describe('optimizer state report: closed forms of §6 on one layer', () => {
     // gInit 'factor': the same dense H_g; an L-BFGS H_g adds its diagonal H0 (d_g).
     expect(first(kfqn({ gInit: 'factor' })).stateBytes).to.equal(4 * (35 + 49 + 25 + 10));
     expect(first(kfqnL({ history: 10, aSide: 'lbfgs', aHistory: 4, gInit: 'factor' })).stateBytes).to.equal(4 * (35 + 4 * (2 * 7 + 1) + 10 * (2 * 5 + 1) + 5 + 10));
+    // aInit 'factor': the L-BFGS H_a's diagonal H0 (d_a).
+    expect(first(kfqnL({ history: 10, aSide: 'lbfgs', aHistory: 4, aInit: 'factor' })).stateBytes).to.equal(4 * (35 + 4 * (2 * 7 + 1) + 7 + 10 * (2 * 5 + 1) + 10));
   });
 });
