@@ -1,7 +1,7 @@
 // In-graph Kronecker statistics against plain-TypeScript references built from the layer's
 // captured activations (Gemm, MatMul) or an explicit im2col of its input (Conv).
 import { expect } from 'chai';
-import { buildTrainingGraph, encodeModel, type Layer, type onnx, type TensorData } from '../../graph-tools/index.js';
+import { buildTrainingGraph, encodeModel, type Layer, type onnx, type StatisticsRequest, type TensorData } from '../../graph-tools/index.js';
 import { createBackend } from '../../lib/runtime/index.js';
 import type { Backend, Tensor } from '../../lib/runtime/backend.js';
 import { A, ModelBuilder, Rng } from '../helpers/models.js';
@@ -100,30 +100,37 @@ function referenceRows(c: Case, b: ModelBuilder, layer: Layer, activation: numbe
   return { rows, positions };
 }
 
+/**
+ * Runs the training graph of case `c` (built with `b`) without parameter gradients, capturing its
+ * activations and `statistics`; returns its outputs, the first layer, its statistic names and its
+ * reference rows ã.
+ */
+async function runStatistics(backend: Backend, c: Case, b: ModelBuilder, statistics: StatisticsRequest) {
+  const tg = buildTrainingGraph(b.model(c.build(b)), { kind: 'mse', reduction: 'per-sample-sum', parameterGradients: false, capture: { activations: true, gradients: false, statistics } });
+  const session = await backend.createSession(encodeModel(tg.toModel()), { name: 'statistics without gradients' });
+  const feeds: Record<string, Tensor> = {};
+  for (const [k, v] of Object.entries(b.data)) feeds[k] = backend.tensor('float32', v.data as Float32Array, v.dims);
+  const outShape = tg.target.type.shape!.map((d) => (typeof d === 'number' ? d : N));
+  feeds[tg.target.name] = backend.tensor('float32', new Float32Array(outShape.reduce((a, b2) => a * b2, 1)), outShape);
+  for (const [p, v] of tg.initialParameters) feeds[p] = backend.tensor('float32', v.data as Float32Array, v.dims);
+  const out = await session.run(feeds);
+  await session.release();
+  const layer = tg.report.layers[0];
+  const names = tg.outputs.statistics.get(layer.name)!;
+  const { rows } = referenceRows(c, b, layer, Array.from(out[tg.outputs.activations.get(layer.input)!].data as Float32Array));
+  return { tg, out, layer, names, rows };
+}
+
 describe('graph-tools/statistics: the Hessian action of a v computed in the graph from ā (KF-QN\'s s_a)', () => {
   let backend: Backend;
   before(async () => { backend = await createBackend('cpu'); });
 
   // v = ā ⊙ (1, 2, 3, ...) per group: depends on ā, so the action must wait for it.
   cases.forEach((c, i) => it(c.name, async () => {
-    const b = new ModelBuilder(50 + i);
-    const model = b.model(c.build(b));
-    const tg = buildTrainingGraph(model, {
-      kind: 'mse', reduction: 'per-sample-sum', parameterGradients: false,
-      capture: { activations: true, gradients: false, statistics: { hessianAction: true, actionVector: (e, l, abar) => e.op('Mul', [abar, e.constant(Array.from({ length: l.factors.a }, (_, k) => k + 1), 'float32')]) } },
+    const { tg, out, layer, names, rows } = await runStatistics(backend, c, new ModelBuilder(50 + i), {
+      hessianAction: true, actionVector: (e, l, abar) => e.op('Mul', [abar, e.constant(Array.from({ length: l.factors.a }, (_, k) => k + 1), 'float32')]),
     });
     expect(tg.graph.inputs.some((x) => x.name.startsWith('kfqn:v:')), 'no v input').to.equal(false);
-    const session = await backend.createSession(encodeModel(tg.toModel()), { name: 'in-graph action' });
-    const feeds: Record<string, Tensor> = {};
-    for (const [k, v] of Object.entries(b.data)) feeds[k] = backend.tensor('float32', v.data as Float32Array, v.dims);
-    const outShape = tg.target.type.shape!.map((d) => (typeof d === 'number' ? d : N));
-    feeds[tg.target.name] = backend.tensor('float32', new Float32Array(outShape.reduce((a, b2) => a * b2, 1)), outShape);
-    for (const [p, v] of tg.initialParameters) feeds[p] = backend.tensor('float32', v.data as Float32Array, v.dims);
-    const out = await session.run(feeds);
-    await session.release();
-    const layer = tg.report.layers[0];
-    const names = tg.outputs.statistics.get(layer.name)!;
-    const { rows } = referenceRows(c, b, layer, Array.from(out[tg.outputs.activations.get(layer.input)!].data as Float32Array));
     const da = layer.factors.a;
     const refAbar: number[] = []; const refAv: number[] = [];
     rows.forEach((gr) => {
@@ -210,23 +217,7 @@ describe('graph-tools/statistics: diag(A) without A (the L-BFGS A side\'s diagon
   before(async () => { backend = await createBackend('cpu'); });
 
   cases.forEach((c, i) => it(`${c.name}: (1/M)·Σ ã∘ã equals the explicit rows' and the A factor's diagonal`, async () => {
-    const b = new ModelBuilder(80 + i);
-    const model = b.model(c.build(b));
-    const tg = buildTrainingGraph(model, {
-      kind: 'mse', reduction: 'per-sample-sum', parameterGradients: false,
-      capture: { activations: true, gradients: false, statistics: { factors: true, activationDiagonal: true } },
-    });
-    const session = await backend.createSession(encodeModel(tg.toModel()), { name: 'activation diagonal' });
-    const feeds: Record<string, Tensor> = {};
-    for (const [k, v] of Object.entries(b.data)) feeds[k] = backend.tensor('float32', v.data as Float32Array, v.dims);
-    const outShape = tg.target.type.shape!.map((d) => (typeof d === 'number' ? d : N));
-    feeds[tg.target.name] = backend.tensor('float32', new Float32Array(outShape.reduce((a, b2) => a * b2, 1)), outShape);
-    for (const [p, v] of tg.initialParameters) feeds[p] = backend.tensor('float32', v.data as Float32Array, v.dims);
-    const out = await session.run(feeds);
-    await session.release();
-    const layer = tg.report.layers[0];
-    const names = tg.outputs.statistics.get(layer.name)!;
-    const { rows } = referenceRows(c, b, layer, Array.from(out[tg.outputs.activations.get(layer.input)!].data as Float32Array));
+    const { out, layer, names, rows } = await runStatistics(backend, c, new ModelBuilder(80 + i), { factors: true, activationDiagonal: true });
     const da = layer.factors.a;
     const want = rows.flatMap((gr) => Array.from({ length: da }, (_, p) => gr.reduce((s2, r) => s2 + r[p] * r[p], 0) / N));
     const got = Array.from(out[names.adiag!].data as Float32Array);
