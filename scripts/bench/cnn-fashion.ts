@@ -6,7 +6,7 @@
 // the K-BFGS paper's autoencoder comparison.
 //
 // Usage: npx tsx scripts/bench/cnn-fashion.ts
-//          [--optimizers sgd,adam,rmsprop,kfac,shampoo,kbfgs,kbfgs-l,kfqn,kfqn-l] [--seconds 60] [--epochs N]
+//          [--optimizers sgd,adam,rmsprop,kfac,shampoo,kbfgs,kbfgs-l,kfqn,kfqn-l,kfqn-l-lbfgs] [--seconds 60] [--epochs N]
 //          [--grid full|lr|one] [--limit 10000] [--test-limit 2000] [--eval-every 15] [--batchnorm train|frozen]
 //          [--bn-samples 512] [--merge] [--out scripts/bench/results/cnn-fashion] [--data-dir /usr/share/datasets/fashion-mnist]
 // Writes OUT/fashion.json, OUT/fashion.md, OUT/fashion-loss-vs-time.svg, OUT/fashion-loss-vs-epoch.svg
@@ -53,7 +53,8 @@ const STAT_INTERVAL = 10;
 const REFRESH_INTERVAL = 100;
 
 type Grid = 'full' | 'lr' | 'one';
-const OPTIMIZERS = ['sgd', 'adam', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'] as const;
+/** kfqn-l-lbfgs: KF-QN(L) with an L-BFGS A side too (aSide 'lbfgs'), the first-order-sized state. */
+const OPTIMIZERS = ['sgd', 'adam', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l', 'kfqn-l-lbfgs'] as const;
 type OptimizerName = (typeof OPTIMIZERS)[number];
 
 /**
@@ -78,7 +79,9 @@ type OptimizerName = (typeof OPTIMIZERS)[number];
  * batch's gradient factor (gInit 'factor') took KF-QN at α 1, λ 0.01, interval 10 to Adam's
  * 240-step loss in 119-121 steps against 161 with H_g⁰ = I (200-step probes; α 0.3: 151), and
  * KF-QN(L) with its diagonal form in 120: both grids now run interval 10 with both starts (every-step
- * KF-QN and KF-QN(L), 0.61 at best in the previous sweeps, left the grid).
+ * KF-QN and KF-QN(L), 0.61 at best in the previous sweeps, left the grid). KF-QN(L) with an L-BFGS
+ * A side too (kfqn-l-lbfgs) barely trained with its A side's default H0 = γI (1.09 at step 200 of a
+ * probe), so its grid holds both A-side starts (aInit 'pair', 'factor').
  */
 const SEARCH: Record<OptimizerName, { one: Hyper; grid: Record<string, (number | string)[]> }> = {
   sgd: { one: { lr: 0.03 }, grid: { lr: [0.01, 0.03, 0.1] } },
@@ -90,6 +93,7 @@ const SEARCH: Record<OptimizerName, { one: Hyper; grid: Record<string, (number |
   'kbfgs-l': { one: { lr: 3, damping: 0.01 }, grid: { lr: [1, 3], damping: [0.01, 0.1] } },
   kfqn: { one: { lr: 1, damping: 0.01, curvatureInterval: 10, gInit: 'factor' }, grid: { lr: [1, 3], damping: [0.003, 0.01], curvatureInterval: [10], gInit: ['identity', 'factor'] } },
   'kfqn-l': { one: { lr: 1, damping: 0.01, curvatureInterval: 10, gInit: 'factor' }, grid: { lr: [1, 3], damping: [0.003, 0.01], curvatureInterval: [10], gInit: ['identity', 'factor'] } },
+  'kfqn-l-lbfgs': { one: { lr: 1, damping: 0.003, curvatureInterval: 10, gInit: 'factor', aInit: 'factor' }, grid: { lr: [1], damping: [0.003, 0.01], curvatureInterval: [10], gInit: ['factor'], aInit: ['pair', 'factor'] } },
 };
 
 /**
@@ -99,7 +103,7 @@ const SEARCH: Record<OptimizerName, { one: Hyper; grid: Record<string, (number |
  * which the budget would not see and the wall clock would.
  */
 function makeOptimizer(name: OptimizerName, hyper: Hyper): TrainerOptions['optimizer'] {
-  const { gInit = 'identity', ...numbers } = hyper;
+  const { gInit = 'identity', aInit = 'pair', ...numbers } = hyper;
   const h = numbers as Record<string, number>;
   const cnn = { statInterval: STAT_INTERVAL, warmStart: false };
   switch (name) {
@@ -112,6 +116,7 @@ function makeOptimizer(name: OptimizerName, hyper: Hyper): TrainerOptions['optim
     case 'kbfgs-l': return kbfgsL({ lr: h.lr, damping: h.damping, warmStart: false });
     case 'kfqn': return kfqn({ lr: h.lr, damping: h.damping, curvatureInterval: h.curvatureInterval ?? 1, gInit: gInit as 'identity' | 'factor' });
     case 'kfqn-l': return kfqnL({ lr: h.lr, damping: h.damping, curvatureInterval: h.curvatureInterval ?? 1, gInit: gInit as 'identity' | 'factor' });
+    case 'kfqn-l-lbfgs': return kfqnL({ lr: h.lr, damping: h.damping, curvatureInterval: h.curvatureInterval ?? 1, gInit: gInit as 'identity' | 'factor', aSide: 'lbfgs', aInit: aInit as 'pair' | 'factor' });
   }
 }
 
