@@ -5,6 +5,7 @@ export { Emitter } from './ir/emitter.js';
 export { inferShapes } from './ir/shapes.js';
 export { gateOutputs } from './ir/conditional.js';
 export { mergeCommonSubexpressions } from './ir/cse.js';
+export { removeDeadNodes } from './ir/dead-nodes.js';
 export { findLayers, requireLayers, type Layer, type LayerReport, type LayerKind } from './layers.js';
 export { LOSSES, REDUCTIONS, emitLoss, targetType, type LossKind, type Reduction, type LossSpec } from './losses.js';
 export { buildTrainingGraph, buildEvaluationGraph, CORRECT_OUTPUT, prepareGraph, TARGET_INPUT, LOSS_OUTPUT, outName, type TrainingGraph, type TrainingGraphOptions, type Capture, type TrainingOutputs, type EvaluationGraph } from './training.js';

@@ -13,6 +13,7 @@ import {
   emitPrecondition, emitRegularizedInverse, GraphError, type Graph, outName, prepareGraph, requireLayers, statName, type DataType, type Layer, type onnx,
   type StatisticsRequest, type TrainingGraph, type TrainingGraphOptions,
 } from '../../graph-tools/index.js';
+import { removeDeadNodes } from '../../graph-tools/ir/dead-nodes.js';
 import type { KroneckerOptimizer } from './kbfgs.js';
 import { buildPreconditionedStepGraph, declare, emitOptimizerStep, gateStepOutputs, kernelGraph, kname, layerDims, type LayerContext, type StepGraph } from './preconditioned-step.js';
 
@@ -67,6 +68,8 @@ export function buildDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingG
   const rename = g.inline(pass.graph, bind, SECOND_PASS);
   const wanted = new Set([pass.outputs.loss, ...[...pass.outputs.statistics.values()].flatMap((st) => [st.hbar!, st.gbar!])]);
   for (const o of pass.graph.outputs) if (wanted.has(o.name)) g.outputs.push({ name: rename(o.name), type: o.type });
+  // The pass's other statistics (ā, its loss terms) would still run: ORT runs every node.
+  removeDeadNodes(g);
   if (opt.options.curvatureInterval > 1) gateCurvature(step);
   return { ...step, model: g.toModel(), secondPassFused: true };
 }
