@@ -3,7 +3,7 @@
 // because the kernel's high-water mark (VmHWM) only ever grows within a process. ORT's first run
 // of a session traces its allocations and the second allocates the planned pattern, so the peak
 // settles from step 2 on: use --steps 2 or more.
-// Usage: npx tsx scripts/bench/peak-memory.ts [--models resnet,vgg] [--optimizers sgd,adam,rmsprop,kfac,kfac-cnn,shampoo,kbfgs,kbfgs-l,kfqn,kfqn-l,kfqn-l-lbfgs,kfqn-l-lbfgs-interval10] [--steps 5] [--batch 32]
+// Usage: npx tsx scripts/bench/peak-memory.ts [--models resnet,vgg] [--optimizers sgd,adam,rmsprop,kfac,kfac-cnn,shampoo,kbfgs,kbfgs-l,kfqn,kfqn-l,kfqn-l-lbfgs,kfqn-l-lbfgs-interval10,kfqn-l-lbfgs-factor-interval10] [--steps 5] [--batch 32]
 // Prints one JSON object; progress goes to stderr. Memory is in MiB (the kernel's kB are KiB).
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { buildTrainingGraph, encodeModel, type onnx } from '../../graph-tools/index.js';
 import { mulberry32, type Batch } from '../../lib/data/index.js';
 import { readModelFile } from '../../lib/io/files.js';
-import { optimizerStateReport } from '../../lib/optim/index.js';
+import { kfqnL, optimizerStateReport } from '../../lib/optim/index.js';
 import { createBackend } from '../../lib/runtime/node.js';
 import type { Tensor } from '../../lib/runtime/index.js';
 import { Trainer, type TrainerOptions } from '../../lib/train/trainer.js';
@@ -27,10 +27,13 @@ const models: Record<string, { load: () => onnx.ModelProto; sampleShape: number[
 };
 
 // Hyper-parameters do not change memory: the per-step benches' optimizers (no warm starts, which
-// keeps each child quick), and KF-QN(L) with an L-BFGS A side and the curvature every 10 steps.
+// keeps each child quick), and KF-QN(L) with an L-BFGS A side and the curvature every 10 steps
+// (from H0 = γI, or from both factor starts).
 const optimizers: Record<string, () => OptimizerChoice> = {
   ...Object.fromEntries(['sgd', 'adam', 'rmsprop', 'kfac', 'kfac-cnn', 'shampoo', 'kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l', 'kfqn-l-lbfgs'].map((name) => [name, () => benchOptimizer(name)])),
   'kfqn-l-lbfgs-interval10': () => benchOptimizer('kfqn-l-lbfgs', 10),
+  // The CNN benchmark's first-order-sized setting: both L-BFGS sides from their factor starts.
+  'kfqn-l-lbfgs-factor-interval10': () => kfqnL({ lr: 0.3, damping: 0.3, curvatureInterval: 10, aSide: 'lbfgs', aInit: 'factor', gInit: 'factor' }),
 };
 
 /** The child's no-optimizer run: one forward+backward session, as step-time.ts's floor. */
