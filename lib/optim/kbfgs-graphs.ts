@@ -268,15 +268,13 @@ export function buildInitGraph(layers: Layer[], damping: LayerDamping, dtype: Da
     }
     if (sides.g === 'diagonal') {
       declare(g, kname.G(l.name), dtype, [G, dg, dg], 'input');
-      const diagonal = e.reduce('ReduceSum', e.op('Mul', [kname.G(l.name), e.constant(identityValues(dg), dtype, [dg, dg])]), [2], false); // [G, d_g]
+      // G's diagonal [G, d_g]: entries k·(d_g + 1) of each flattened group.
+      const flat = e.op('Reshape', [kname.G(l.name), e.int64s([G, dg * dg])]);
+      const diagonal = e.op('Gather', [flat, e.constant(Array.from({ length: dg }, (_, k) => k * (dg + 1)), 'int64', [dg])], [A.int('axis', 1)]);
       declare(g, kname.Hg0(l.name), dtype, [G, dg], 'output', e.op('Reciprocal', [e.op('Add', [diagonal, e.constant(mu2, dtype)])]));
     }
   }
   return g.toModel();
-}
-
-function identityValues(d: number): number[] {
-  return Array.from({ length: d * d }, (_, k) => (k % (d + 1) === 0 ? 1 : 0));
 }
 
 /** The values of one layer's state that the curvature update replaces. */

@@ -60,11 +60,13 @@ export class KroneckerEngine extends PreconditionedEngine {
   /**
    * H_a⁰ from `batches`: (A + λ_A·I)⁻¹ with A the mean of their batch factors (K-BFGS's warm start
    * of §3.3, or the first minibatch alone, as KF-QN); an L-BFGS H_a starts from the first batch's
-   * pair (ā, (A_B + λ_A·I)·ā) (and with aInit 'factor' the diagonal H0 = (diag(A_B) + λ_A)⁻¹). With gInit 'factor', H_g⁰ = (G + μ2·I)⁻¹ from the same batches (an
-   * L-BFGS H_g: the diagonal H0 = (diag(G) + μ2)⁻¹).
+   * pair (ā, (A_B + λ_A·I)·ā), and with aInit 'factor' from the diagonal H0 = (diag(A_B) + λ_A)⁻¹.
+   * With gInit 'factor', H_g⁰ = (G + μ2·I)⁻¹ from the same batches (an L-BFGS H_g: the diagonal
+   * H0 = (diag(G) + μ2)⁻¹).
    */
   async initialise(batchFeeds: Iterable<Feeds>): Promise<void> {
-    const sides = { a: this.opt.aHistory === undefined, g: this.opt.options.gInit === 'factor' ? (this.opt.history === undefined ? 'dense' as const : 'diagonal' as const) : undefined };
+    const gStart = this.opt.history === undefined ? 'dense' as const : 'diagonal' as const;
+    const sides = { a: this.opt.aHistory === undefined, g: this.opt.options.gInit === 'factor' ? gStart : undefined };
     // KF-QN forms its factors once, from the first batch: in slices, so that its patch matrices
     // never outgrow what a step itself holds (the running mean weighted by slice size is the
     // batch's factor exactly).
@@ -96,7 +98,7 @@ export class KroneckerEngine extends PreconditionedEngine {
     }
   }
 
-  /** The dense inverses `sides` asks for, from the weighted mean of the batches' factors A and G. */
+  /** H_a⁰ and/or H_g⁰ (dense, or G's diagonal H0) as `sides` asks, from the weighted mean of the batches' factors. */
   private async initialiseFromFactors(batches: Iterable<{ feeds: Feeds; weight: number }>, sides: { a: boolean; g?: 'dense' | 'diagonal' }): Promise<void> {
     const layers = this.direction.layers;
     const factors = buildFactorEmaGraph(this.model, this.spec, layers, { activationFactors: sides.a, gradientFactors: !!sides.g });
