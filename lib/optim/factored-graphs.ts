@@ -12,7 +12,9 @@ import {
   type TrainingGraph, type TrainingGraphOptions,
 } from '../../graph-tools/index.js';
 import type { FactoredOptimizer } from './kfac.js';
-import { buildFactorEmaGraph, buildPreconditionedStepGraph, declare, ema, gateStepOutputs, kernelGraph, kname, layerDims, type StepGraph } from './preconditioned-step.js';
+import {
+  buildFactorEmaGraph, buildPreconditionedStepGraph, declare, ema, gateStepOutputs, kernelGraph, kname, layerDims, weightDecayForm, type StepGraph,
+} from './preconditioned-step.js';
 
 type Spec = Omit<TrainingGraphOptions, 'capture'>;
 
@@ -35,7 +37,7 @@ export function buildFactoredStepGraph(model: onnx.ModelProto, spec: Spec, opt: 
       }
     }
     return emitPrecondition(e, kname.Hg(l.name), X, kname.Ha(l.name));
-  });
+  }, weightDecayForm(opt.options));
   return opt.name === 'shampoo' ? gatedFactors(step, opt) : step;
 }
 

@@ -15,7 +15,9 @@ import {
 } from '../../graph-tools/index.js';
 import { removeDeadNodes } from '../../graph-tools/ir/dead-nodes.js';
 import type { KroneckerOptimizer } from './kbfgs.js';
-import { buildPreconditionedStepGraph, declare, emitOptimizerStep, gateStepOutputs, kernelGraph, kname, layerDims, type LayerContext, type StepGraph } from './preconditioned-step.js';
+import {
+  buildPreconditionedStepGraph, declare, emitOptimizerStep, gateStepOutputs, kernelGraph, kname, layerDims, weightDecayForm, type LayerContext, type StepGraph,
+} from './preconditioned-step.js';
 
 export { kname, layerDims };
 
@@ -53,7 +55,7 @@ export function buildDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingG
   // The convergent variant's means and A-side pair come from the action pass on another batch.
   if (opt.independentCurvatureBatch) return { ...buildPlainDirectionGraph(model, spec, opt), secondPassFused: false };
   const statistics: StatisticsRequest = opt.aSource === 'ema' ? { factors: true, means: true } : { means: true, hessianAction: true, actionVector: minibatchActionVector(opt) };
-  const step = buildPreconditionedStepGraph(model, spec, statistics, kbfgsDirection(opt));
+  const step = buildPreconditionedStepGraph(model, spec, statistics, kbfgsDirection(opt), weightDecayForm(opt.options));
   const g = step.training.graph;
   const pass = buildCurvaturePassGraph(model, spec);
   const declared = new Set(g.inputs.map((i) => i.name));
@@ -92,7 +94,7 @@ function gateCurvature(step: StepGraph): void {
  * convergent variant's graph 1, whose pairs come from the action and curvature passes).
  */
 function buildPlainDirectionGraph(model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, opt: KroneckerOptimizer): StepGraph {
-  return buildPreconditionedStepGraph(model, spec, undefined, kbfgsDirection(opt));
+  return buildPreconditionedStepGraph(model, spec, undefined, kbfgsDirection(opt), weightDecayForm(opt.options));
 }
 
 /**
@@ -190,7 +192,7 @@ export function buildStandaloneDirectionGraph(model: onnx.ModelProto, opt: Krone
     declare(g, statName.a(l.name), dtype, [l.groups, l.factors.a, l.factors.a], 'input');
     return { a: statName.a(l.name) };
   };
-  const { layers, plainParameters } = emitOptimizerStep(g, e, parameters, (p) => outName.grad(p), report.layers, batchFactor, kbfgsDirection(opt));
+  const { layers, plainParameters } = emitOptimizerStep(g, e, parameters, (p) => outName.grad(p), report.layers, batchFactor, kbfgsDirection(opt), weightDecayForm(opt.options));
   return { model: g.toModel(), layers, plainParameters, dtype, parameters };
 }
 

@@ -115,13 +115,20 @@ export interface StepGraph {
   dtype: DataType;
 }
 
+/** How τ enters a step: L2 in the gradient (ĝ = ∇L + τθ), decoupled (θ ← θ − α·τ·θ), or not at all (τ = 0). */
+export type WeightDecayForm = 'l2' | 'decoupled' | 'none';
+
+export function weightDecayForm(o: { weightDecay: number; decoupledWeightDecay: boolean }): WeightDecayForm {
+  return o.weightDecay === 0 ? 'none' : o.decoupledWeightDecay ? 'decoupled' : 'l2';
+}
+
 /**
  * Builds the step graph: `direction` declares the layer's own state inputs and outputs on the
  * graph and returns D [G, d_g, d_a].
  */
 export function buildPreconditionedStepGraph(
   model: onnx.ModelProto, spec: Omit<TrainingGraphOptions, 'capture'>, statistics: StatisticsRequest | undefined,
-  direction: (c: LayerContext) => string,
+  direction: (c: LayerContext) => string, decay: WeightDecayForm,
 ): StepGraph {
   const tg = buildTrainingGraph(model, { ...spec, capture: { gradients: false, ...(statistics ? { statistics } : {}) } });
   const g = tg.graph;
@@ -131,18 +138,19 @@ export function buildPreconditionedStepGraph(
   g.outputs = g.outputs.filter((o) => !factorOutputs.has(o.name));
   const dtype = tg.initialParameters.values().next().value!.dtype;
   const { layers, plainParameters } = emitOptimizerStep(g, e, tg.initialParameters, (p) => tg.grads.of(p), tg.report.layers,
-    (l) => tg.outputs.statistics.get(l.name) ?? {}, direction);
+    (l) => tg.outputs.statistics.get(l.name) ?? {}, direction, decay);
   return { training: tg, model: g.toModel(), layers, plainParameters, dtype };
 }
 
 /**
  * The optimizer's part of a step on graph `g`: momentum of every parameter with a gradient, the
  * layers' directions, θ⁺ and the direction's squared norm. Gradients and statistics are values of
- * `g`: computed by the fused training graph, or inputs of a standalone optimizer graph.
+ * `g`: computed by the fused training graph, or inputs of a standalone optimizer graph. Only the
+ * `decay` form in use is built (each form is a pass over every parameter).
  */
 export function emitOptimizerStep(
   g: Graph, e: Emitter, parameters: ReadonlyMap<string, { dtype: DataType; dims: readonly number[] }>, gradOf: (p: string) => string | undefined,
-  candidates: readonly Layer[], statisticsOf: (l: Layer) => LayerStatistics, direction: (c: LayerContext) => string,
+  candidates: readonly Layer[], statisticsOf: (l: Layer) => LayerStatistics, direction: (c: LayerContext) => string, decay: WeightDecayForm,
 ): { layers: Layer[]; plainParameters: string[] } {
   const dtype = parameters.values().next().value!.dtype;
   const declared = new Set<string>();
@@ -158,7 +166,7 @@ export function emitOptimizerStep(
     const grad = gradOf(p);
     if (!grad) continue;
     declare(g, kname.momentum(p), t.dtype, [...t.dims], 'input');
-    const gHat = e.op('Add', [grad, e.op('Mul', [p, scalar('l2')])]);
+    const gHat = decay === 'l2' ? e.op('Add', [grad, e.op('Mul', [p, scalar('l2')])]) : grad;
     newMomentum.set(p, e.op('Add', [e.op('Mul', [kname.momentum(p), scalar('rho')]), e.op('Mul', [gHat, scalar('oneMinusRho')])]));
     declare(g, kname.newMomentum(p), t.dtype, [...t.dims], 'output', newMomentum.get(p));
   }
@@ -167,7 +175,8 @@ export function emitOptimizerStep(
     const t = parameters.get(p)!;
     squares.push(e.reduce('ReduceSumSquare', d, null, false));
     // θ⁺ = θ − α·(D + τ_decoupled·θ)
-    declare(g, kname.newParam(p), t.dtype, [...t.dims], 'output', e.op('Add', [p, e.op('Mul', [e.op('Add', [d, e.op('Mul', [p, scalar('decay')])]), scalar('neglr')])]));
+    const update = decay === 'decoupled' ? e.op('Add', [d, e.op('Mul', [p, scalar('decay')])]) : d;
+    declare(g, kname.newParam(p), t.dtype, [...t.dims], 'output', e.op('Add', [p, e.op('Mul', [update, scalar('neglr')])]));
   };
   const inLayers = new Set<string>();
   const layers: Layer[] = [];

@@ -72,6 +72,16 @@ describe('K-BFGS warm start: one pass over the data for A, and for G with gInit 
 });
 
 describe('K-BFGS graphs', () => {
+  it('build only the weight-decay form in use: L2 (τ in the gradient), decoupled, or none', () => {
+    const model = toOnnx(makeRefMlp(sizes, [...activations], { kind: 'mse', reduction: 'mean' }, 1));
+    const spec = { kind: 'mse', reduction: 'mean' } as const;
+    const scalars = (o: Parameters<typeof kbfgs>[0]) => buildDirectionGraph(model, spec, kbfgs({ warmStart: false, ...o })).model.graph!.input!
+      .map((i) => i.name!).filter((n) => n === 'kfqn:scalar:l2' || n === 'kfqn:scalar:decay');
+    expect(scalars({})).to.deep.equal(['kfqn:scalar:l2']);
+    expect(scalars({ weightDecay: 0.01, decoupledWeightDecay: true })).to.deep.equal(['kfqn:scalar:decay']);
+    expect(scalars({ weightDecay: 0 })).to.deep.equal([]);
+  });
+
   it('the curvature pass builds no parameter gradients (only ∂L/∂h flows back)', () => {
     const model = toOnnx(makeRefMlp(sizes, [...activations], { kind: 'mse', reduction: 'mean' }, 1));
     const spec = { kind: 'mse', reduction: 'mean' } as const;
