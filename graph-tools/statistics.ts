@@ -141,33 +141,42 @@ function gradientFactor(e: Emitter, layer: Layer, grads: Gradients, batch: strin
 
 /**
  * Σ over the rows of ã∘ã per group [groups, d_a]: for a convolution the window sums that give ā,
- * taken of x∘x (a kernel gradient on one summed sample); for a linear layer the column sums of x∘x;
- * the bias entry is the number of rows.
+ * taken of x∘x; for a linear layer the column sums of x∘x; the bias entry is the number of rows.
  */
 function activationSquareSums(e: Emitter, layer: Layer, node: Node): string {
   const dtype = e.dtypeOf(layer.input);
   const squared = e.op('Mul', [layer.input, layer.input]);
   e.g.types.set(squared, { dtype, shape: e.shapeOf(layer.input) });
-  const rowCount = (rows: string) => e.op('Cast', [e.op('Gather', [e.op('Shape', [rows]), e.int64s([1])], [A.int('axis', 0)])], [A.int('to', dtype === 'float64' ? 11 : 1)]);
-  if (layer.kind === 'conv') {
-    const { groups, inFeatures: d } = layer;
-    const spatial = layer.kernel!.map((_, i) => i + 2);
-    const summed = e.reduce('ReduceSum', squared, [0], true);
-    e.g.types.set(summed, { dtype, shape: [1, ...e.shapeOf(layer.input).slice(1)] });
-    const hSum = e.g.fresh(`${layer.preactivation}/squares-sum`);
-    e.g.types.set(hSum, { dtype, shape: [1, ...e.shapeOf(layer.preactivation).slice(1)] });
-    const onSum: Node = { ...node, name: `${node.name}/squares-sum`, inputs: [summed, ...node.inputs.slice(1)], outputs: [hSum] };
-    const hShape = e.op('Shape', [layer.preactivation]);
-    const ones = e.op('Expand', [e.constant(1, dtype), e.op('Concat', [e.int64s([1, groups]), e.op('Gather', [hShape, e.int64s(spatial)], [A.int('axis', 0)])], [A.int('axis', 0)])]);
-    const sums = e.op('Reshape', [convKernelGradient(e, onSum, ones), e.int64s([groups, d])]);
-    if (!layer.bias) return sums;
-    // Rows per group: N·T = size(h) / C_out.
-    const rows = e.op('Div', [e.op('Cast', [e.op('Size', [layer.preactivation])], [A.int('to', dtype === 'float64' ? 11 : 1)]), e.constant(groups * layer.factors.g, dtype)]);
-    return e.op('Concat', [sums, e.unsqueeze(e.op('Mul', [e.constant(new Array(groups).fill(1), dtype), rows]), [1])], [A.int('axis', 1)]);
-  }
+  if (layer.kind === 'conv') return convWindowSums(e, layer, node, squared, 'squares-sum').sums;
   const rows = e.op('Reshape', [squared, e.int64s([1, -1, layer.inFeatures])]);
   const sums = e.op('Reshape', [e.reduce('ReduceSum', rows, [1], false), e.int64s([1, layer.inFeatures])]);
-  return layer.bias ? e.op('Concat', [sums, e.op('Reshape', [rowCount(rows), e.int64s([1, 1])])], [A.int('axis', 1)]) : sums;
+  if (!layer.bias) return sums;
+  const count = e.op('Cast', [e.op('Gather', [e.op('Shape', [rows]), e.int64s([1])], [A.int('axis', 0)])], [A.int('to', dtype === 'float64' ? 11 : 1)]);
+  return e.op('Concat', [sums, e.op('Reshape', [count, e.int64s([1, 1])])], [A.int('axis', 1)]);
+}
+
+/**
+ * Σ over a convolution's rows of its patches of `x` (shaped like the layer's input) per group
+ * [groups, d_a], the bias entry being the number of rows, and that number per group [groups] (a
+ * scalar, broadcast). Σ over the batch first: every window's sum is the window's entries of Σ_n x,
+ * so the kernel gradient runs on one sample [1, C, spatial] instead of N.
+ */
+function convWindowSums(e: Emitter, layer: Layer, node: Node, x: string, tag: string): { sums: string; rows: string } {
+  const { groups, inFeatures: d } = layer;
+  const dtype = e.dtypeOf(layer.input);
+  const spatial = layer.kernel!.map((_, i) => i + 2);
+  const summed = e.reduce('ReduceSum', x, [0], true);
+  e.g.types.set(summed, { dtype, shape: [1, ...e.shapeOf(layer.input).slice(1)] });
+  const hSum = e.g.fresh(`${layer.preactivation}/${tag}`);
+  e.g.types.set(hSum, { dtype, shape: [1, ...e.shapeOf(layer.preactivation).slice(1)] });
+  const onSum: Node = { ...node, name: `${node.name}/${tag}`, inputs: [summed, ...node.inputs.slice(1)], outputs: [hSum] };
+  const hShape = e.op('Shape', [layer.preactivation]);
+  const ones = e.op('Expand', [e.constant(1, dtype), e.op('Concat', [e.int64s([1, groups]), e.op('Gather', [hShape, e.int64s(spatial)], [A.int('axis', 0)])], [A.int('axis', 0)])]);
+  const sums = e.op('Reshape', [convKernelGradient(e, onSum, ones), e.int64s([groups, d])]);
+  // Rows per group: N·T = size(h) / C_out.
+  const rows = e.op('Div', [e.op('Cast', [e.op('Size', [layer.preactivation])], [A.int('to', dtype === 'float64' ? 11 : 1)]), e.constant(groups * layer.factors.g, dtype)]);
+  if (!layer.bias) return { sums, rows };
+  return { sums: e.op('Concat', [sums, e.unsqueeze(e.op('Mul', [e.constant(new Array(groups).fill(1), dtype), rows]), [1])], [A.int('axis', 1)]), rows };
 }
 
 /** The Conv's attributes for a convolution over the same windows (kernel from the layer). */
@@ -186,12 +195,7 @@ function convPatchProducts(e: Emitter, layer: Layer, node: Node, mean: boolean, 
   const { groups, inFeatures: d } = layer;
   const k = layer.kernel!;
   const spatial = k.map((_, i) => i + 2);
-  const dtype = e.dtypeOf(layer.input);
-  const float = (x: string) => e.op('Cast', [x], [A.int('to', dtype === 'float64' ? 11 : 1)]);
   const withBias = (part: string, bias: () => string) => (layer.bias ? e.op('Concat', [part, e.unsqueeze(bias(), [1])], [A.int('axis', 1)]) : part);
-  // [n, channels, positions...] from h's run-time shape.
-  const hShape = e.op('Shape', [layer.preactivation]);
-  const shapeWith = (n: string, channels: number) => e.op('Concat', [n, e.int64s([channels]), e.op('Gather', [hShape, e.int64s(spatial)], [A.int('axis', 0)])], [A.int('axis', 0)]);
   const out: { abar?: string; av?: string } = {};
   if (v) {
     const vw = e.op('Reshape', [slice2(e, v, 0, d), e.int64s([groups, d / k.reduce((a, b) => a * b, 1), ...k])]);
@@ -201,19 +205,8 @@ function convPatchProducts(e: Emitter, layer: Layer, node: Node, mean: boolean, 
     out.av = withBias(products, () => e.reduce('ReduceSum', u, [0, ...spatial], false));
   }
   if (mean) {
-    // Σ over the batch first: every window's sum of x is the window's entries of Σ_n x, so the
-    // kernel gradient runs on one sample [1, C, spatial] instead of N.
-    const summed = e.reduce('ReduceSum', layer.input, [0], true);
-    e.g.types.set(summed, { dtype, shape: [1, ...e.shapeOf(layer.input).slice(1)] });
-    const hSum = e.g.fresh(`${layer.preactivation}/batch-sum`);
-    e.g.types.set(hSum, { dtype, shape: [1, ...e.shapeOf(layer.preactivation).slice(1)] });
-    const onSum: Node = { ...node, name: `${node.name}/batch-sum`, inputs: [summed, ...node.inputs.slice(1)], outputs: [hSum] };
-    const ones = e.op('Expand', [e.constant(1, dtype), shapeWith(e.int64s([1]), groups)]);
-    const sums = e.op('Reshape', [convKernelGradient(e, onSum, ones), e.int64s([groups, d])]);
-    // Rows per group: N·T = size(h) / C_out.
-    const perGroupRows = e.op('Div', [float(e.op('Size', [layer.preactivation])), e.constant(groups * layer.factors.g, dtype)]);
-    const total = withBias(sums, () => e.op('Mul', [e.constant(new Array(groups).fill(1), dtype), perGroupRows]));
-    out.abar = e.op('Div', [total, perGroupRows]);
+    const { sums, rows } = convWindowSums(e, layer, node, layer.input, 'batch-sum');
+    out.abar = e.op('Div', [sums, rows]);
   }
   return out;
 }

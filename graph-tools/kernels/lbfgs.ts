@@ -313,20 +313,11 @@ function splitRows(e: Emitter, m: string, p: number): string[] {
   return e.g.add('Split', [m, e.int64s(new Array<number>(p).fill(1))], [A.int('axis', 0)], p);
 }
 
-/** Row j of m as [1, n]. */
-function gatherRow(e: Emitter, m: string, j: number): string {
-  return e.op('Gather', [m, e.int64s([j])], [A.int('axis', 0)]);
-}
-
 /** c + sign·aᵀ·b for a [q, m], b [q, n] and c [m, n] (just aᵀ·b when c is null): one Gemm. */
 function gemm(e: Emitter, a: string, b: string, c: string | null, sign: 1 | -1): string {
   const attrs = [A.int('transA', 1), A.int('transB', 0)];
   if (sign !== 1) attrs.push(A.float('alpha', sign));
   return e.op('Gemm', c === null ? [a, b] : [a, b, c], attrs);
-}
-
-function transpose(e: Emitter, m: string): string {
-  return e.op('Transpose', [m], [A.ints('perm', [1, 0])]);
 }
 
 /**

@@ -10,10 +10,9 @@
 // (the action pass) instead of from graph 1.
 import {
   A, buildTrainingGraph, type Emitter, emitBfgsInverseUpdate, emitDoubleDamping, emitHessianActionPair, emitLbfgsApply, emitLbfgsGamma, emitLbfgsPush, type LbfgsH0,
-  emitPrecondition, emitRegularizedInverse, GraphError, type Graph, outName, prepareGraph, requireLayers, statName, type DataType, type Layer, type onnx,
+  emitPrecondition, emitRegularizedInverse, GraphError, type Graph, outName, prepareGraph, removeDeadNodes, requireLayers, statName, type DataType, type Layer, type onnx,
   type StatisticsRequest, type TrainingGraph, type TrainingGraphOptions,
 } from '../../graph-tools/index.js';
-import { removeDeadNodes } from '../../graph-tools/ir/dead-nodes.js';
 import type { KroneckerOptimizer } from './kbfgs.js';
 import {
   buildPreconditionedStepGraph, declare, emitOptimizerStep, gateStepOutputs, kernelGraph, kname, layerDims, weightDecayForm, type LayerContext, type StepGraph,
@@ -150,11 +149,15 @@ function lbfgsHa(e: Emitter, l: Layer, opt: KroneckerOptimizer, dtype: DataType,
   const { G, da } = layerDims(l);
   const p = opt.aHistory!;
   const [S, Y, rho] = [kname.Sa(l.name), kname.Ya(l.name), kname.rhoa(l.name)].map((x, j) => group(e, x, i, G, j === 2 ? [p] : [p, da]));
-  if (opt.options.aInit === 'factor') declare(e.g, kname.Ha0(l.name), dtype, [G, da], 'input');
-  const H0: LbfgsH0 = opt.options.aInit === 'factor'
-    ? { diagonal: e.op('Reshape', [group(e, kname.Ha0(l.name), i, G, [da]), e.int64s([da, 1])]) }
-    : emitLbfgsGamma(e, S, Y, rho, { memory: p, dtype });
-  return emitLbfgsApply(e, V, S, Y, rho, H0, { memory: p, dtype });
+  return emitLbfgsApply(e, V, S, Y, rho, lbfgsHa0(e, l, opt, dtype, i, S, Y, rho), { memory: p, dtype });
+}
+
+/** Group i's H0 of an L-BFGS H_a: γI from the newest pair, or with aInit 'factor' the diagonal state Ha0 [G, d_a] (declared here). */
+function lbfgsHa0(e: Emitter, l: Layer, opt: KroneckerOptimizer, dtype: DataType, i: number, S: string, Y: string, rho: string): LbfgsH0 {
+  const { G, da } = layerDims(l);
+  if (opt.options.aInit !== 'factor') return emitLbfgsGamma(e, S, Y, rho, { memory: opt.aHistory, dtype });
+  declare(e.g, kname.Ha0(l.name), dtype, [G, da], 'input');
+  return { diagonal: e.op('Reshape', [group(e, kname.Ha0(l.name), i, G, [da]), e.int64s([da, 1])]) };
 }
 
 /** H_a·v for v [G, d_a], per group. */
