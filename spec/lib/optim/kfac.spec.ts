@@ -17,9 +17,11 @@ const cases = [
   { name: 'kfac, factors every 2nd step (inverses every step for 3 steps, then every 3rd)', method: 'kfac' as const, lr: 0.3, damping: 0.3, interval: 3, statInterval: 2 },
   { name: 'shampoo, factors every 2nd step (roots every 3rd)', method: 'shampoo' as const, lr: 0.1, damping: 0.1, interval: 3, statInterval: 2 },
   { name: 'kfac with decoupled weight decay (τ 0.05)', method: 'kfac' as const, lr: 0.3, damping: 0.3, interval: 3, decoupledDecay: 0.05 },
+  { name: 'shampoo with L2 weight decay in the gradient (τ 0.05)', method: 'shampoo' as const, lr: 0.1, damping: 0.1, interval: 3, l2: 0.05 },
 ];
 
-const decay = (c: { decoupledDecay?: number }) => (c.decoupledDecay === undefined ? {} : { weightDecay: c.decoupledDecay, decoupledWeightDecay: true });
+const decay = (c: { decoupledDecay?: number; l2?: number }) => (c.decoupledDecay !== undefined ? { weightDecay: c.decoupledDecay, decoupledWeightDecay: true }
+  : c.l2 !== undefined ? { weightDecay: c.l2 } : {});
 
 for (const c of cases) {
   describe(`factored engine against the float64 reference: ${c.name}`, () => {

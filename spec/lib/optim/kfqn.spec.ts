@@ -31,6 +31,7 @@ const cases: Case[] = [
   { name: 'kfqn-l --a-side lbfgs (p = 2, p_a = 2)', options: { history: 2, aSide: 'lbfgs', aHistory: 2 }, reference: { memory: 2, aMemory: 2 } },
   { name: 'kfqn --damping-mode neurips', options: { dampingMode: 'neurips' }, reference: { dampingMode: 'neurips' } },
   { name: 'kfqn --decoupled-weight-decay (τ 0.05)', options: { weightDecay: 0.05, decoupledWeightDecay: true }, reference: { decoupledDecay: 0.05 } },
+  { name: 'kfqn --weight-decay 0.05 (L2 in the gradient)', options: { weightDecay: 0.05 }, reference: { l2: 0.05 } },
   { name: 'kfqn --weight-decay 0 (the graph builds neither form)', options: { weightDecay: 0 }, reference: { l2: 0 } },
   { name: 'kfqn --curvature-interval 2 (H_g, H_a held at odd steps)', options: { curvatureInterval: 2 }, reference: { curvatureInterval: 2 } },
   { name: 'kfqn --g-init factor (H_g⁰ = (G_B + μ2·I)⁻¹)', options: { gInit: 'factor' }, reference: { gInit: 'factor' } },
