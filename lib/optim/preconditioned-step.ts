@@ -123,6 +123,16 @@ export function weightDecayForm(o: { weightDecay: number; decoupledWeightDecay: 
 }
 
 /**
+ * The scalars emitOptimizerStep's graph reads at update t (1-based): −α_t, τ (as `l2` or `decay`,
+ * whichever form the graph was built with) and the momentum's ρ, 1 − ρ.
+ */
+export function optimizerStepScalars(
+  o: { weightDecay: number; momentum: number }, learningRate: (t: number) => number, t: number,
+): Record<'neglr' | 'l2' | 'decay' | 'rho' | 'oneMinusRho', number> {
+  return { neglr: -learningRate(t), l2: o.weightDecay, decay: o.weightDecay, rho: o.momentum, oneMinusRho: 1 - o.momentum };
+}
+
+/**
  * Builds the step graph: `direction` declares the layer's own state inputs and outputs on the
  * graph and returns D [G, d_g, d_a].
  */

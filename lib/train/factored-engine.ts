@@ -7,7 +7,7 @@
 import { encodeModel, type onnx, type TrainingGraphOptions } from '../../graph-tools/index.js';
 import { buildFactoredStepGraph, buildKfacStepGraph, buildPreconditionerGraph } from '../optim/factored-graphs.js';
 import type { FactoredOptimizer } from '../optim/kfac.js';
-import { kname, layerDims, type StepGraph } from '../optim/preconditioned-step.js';
+import { kname, layerDims, optimizerStepScalars, type StepGraph } from '../optim/preconditioned-step.js';
 import type { Backend, Session } from '../runtime/backend.js';
 import { identities, PreconditionedEngine, zeros, type Feeds } from './preconditioned-engine.js';
 
@@ -76,10 +76,7 @@ export class FactoredEngine extends PreconditionedEngine {
     // graph's `statistics` gate skips computing them.
     const held = { beta: 1, oneMinusBeta: 0 };
     const session = this.sessions.step;
-    const scalars = {
-      neglr: -this.opt.learningRate(this.t + 1), l2: o.decoupledWeightDecay ? 0 : o.weightDecay, decay: o.decoupledWeightDecay ? o.weightDecay : 0, rho: o.momentum, oneMinusRho: 1 - o.momentum,
-      ...(factorsFromStep ? ema : held), statistics: factorsFromStep ? 1 : 0,
-    };
+    const scalars = { ...optimizerStepScalars(o, this.opt.learningRate, this.t + 1), ...(factorsFromStep ? ema : held), statistics: factorsFromStep ? 1 : 0 };
     const out = await session.run(this.feeds(session, data, scalars));
     // A non-finite loss (non-finite gradients) or direction (a broken preconditioner) skips the step.
     const result = await this.checkStep(out);

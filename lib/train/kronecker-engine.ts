@@ -10,7 +10,7 @@ import {
   buildActionPassGraph, buildCurvaturePassGraph, buildDirectionGraph, buildInitGraph, buildUpdateGraph, kname, layerDamping, layerDims, SECOND_PASS,
   updatedState, type LayerDamping,
 } from '../optim/kbfgs-graphs.js';
-import { buildFactorEmaGraph, type StepGraph } from '../optim/preconditioned-step.js';
+import { buildFactorEmaGraph, optimizerStepScalars, type StepGraph } from '../optim/preconditioned-step.js';
 import type { Backend, Session, Tensor } from '../runtime/backend.js';
 import { identities, PreconditionedEngine, sessionFeeds, zeros, type Feeds } from './preconditioned-engine.js';
 
@@ -279,8 +279,5 @@ export function initialCurvatureState(backend: Backend, layers: readonly Layer[]
 export function directionScalars(opt: KroneckerOptimizer, t: number): Record<string, number> {
   const o = opt.options;
   const first = t === 0;
-  return {
-    neglr: -opt.learningRate(t + 1), beta: first ? 1 : o.statDecay, oneMinusBeta: first ? 0 : 1 - o.statDecay,
-    l2: o.decoupledWeightDecay ? 0 : o.weightDecay, decay: o.decoupledWeightDecay ? o.weightDecay : 0, rho: o.momentum, oneMinusRho: 1 - o.momentum,
-  };
+  return { ...optimizerStepScalars(o, opt.learningRate, t + 1), beta: first ? 1 : o.statDecay, oneMinusBeta: first ? 0 : 1 - o.statDecay };
 }
