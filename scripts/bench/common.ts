@@ -39,6 +39,8 @@ export function benchOptimizer(name: string, curvatureInterval = 1): Optimizer {
     // α 0.1: at α 1 the repeated batch makes it diverge here within 12 steps (then every step is skipped).
     'kfac-cnn': () => kfac({ lr: 0.1, warmStart: false, statInterval: 10, inverseInterval: 100 }),
     kfqn: () => kfqn(qn), 'kfqn-l': () => kfqnL(qn), 'kfqn-l-lbfgs': () => kfqnL({ ...qn, aSide: 'lbfgs' }),
+    // The CNN benchmark's first-order-sized setting: both L-BFGS sides from their factor starts.
+    'kfqn-l-lbfgs-factor': () => kfqnL({ ...qn, aSide: 'lbfgs', aInit: 'factor', gInit: 'factor' }),
   };
   const make = optimizers[name];
   if (!make) throw new Error(`unknown optimizer '${name}'; one of ${Object.keys(optimizers).join(', ')}`);

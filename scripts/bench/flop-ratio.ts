@@ -7,7 +7,7 @@
 // each profiled whole; the difference is one interval's work, with initialisation, warm-up and
 // KFAC's first interval (it inverts every step) cancelled.
 // Usage: npx tsx scripts/bench/flop-ratio.ts [--model models/mnist-autoencoder.onnx|models/resnet-small.onnx] [--batch N]
-//          [--optimizer sgd|adam|rmsprop|kfac|kfac-cnn|shampoo|kbfgs|kbfgs-l|kfqn|kfqn-l|kfqn-l-lbfgs] [--curvature-interval N]
+//          [--optimizer sgd|adam|rmsprop|kfac|kfac-cnn|shampoo|kbfgs|kbfgs-l|kfqn|kfqn-l|kfqn-l-lbfgs|kfqn-l-lbfgs-factor] [--curvature-interval N]
 // Prints one JSON object.
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

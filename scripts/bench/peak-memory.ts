@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { buildTrainingGraph, encodeModel, type onnx } from '../../graph-tools/index.js';
 import { mulberry32, type Batch } from '../../lib/data/index.js';
 import { readModelFile } from '../../lib/io/files.js';
-import { kfqnL, optimizerStateReport } from '../../lib/optim/index.js';
+import { optimizerStateReport } from '../../lib/optim/index.js';
 import { createBackend } from '../../lib/runtime/node.js';
 import type { Tensor } from '../../lib/runtime/index.js';
 import { Trainer, type TrainerOptions } from '../../lib/train/trainer.js';
@@ -32,8 +32,7 @@ const models: Record<string, { load: () => onnx.ModelProto; sampleShape: number[
 const optimizers: Record<string, () => OptimizerChoice> = {
   ...Object.fromEntries(['sgd', 'adam', 'rmsprop', 'kfac', 'kfac-cnn', 'shampoo', 'kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l', 'kfqn-l-lbfgs'].map((name) => [name, () => benchOptimizer(name)])),
   'kfqn-l-lbfgs-interval10': () => benchOptimizer('kfqn-l-lbfgs', 10),
-  // The CNN benchmark's first-order-sized setting: both L-BFGS sides from their factor starts.
-  'kfqn-l-lbfgs-factor-interval10': () => kfqnL({ lr: 0.3, damping: 0.3, curvatureInterval: 10, aSide: 'lbfgs', aInit: 'factor', gInit: 'factor' }),
+  'kfqn-l-lbfgs-factor-interval10': () => benchOptimizer('kfqn-l-lbfgs-factor', 10),
 };
 
 /** The child's no-optimizer run: one forward+backward session, as step-time.ts's floor. */
