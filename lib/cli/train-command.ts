@@ -43,9 +43,9 @@ Optimizer
   --momentum X               sgd: PyTorch momentum (default 0), --nesterov; rmsprop, kfac, shampoo,
                              kbfgs, kfqn: ρ of m ← ρm + (1−ρ)ĝ (default 0.9)
   --paper-compat             sgd: the papers' SGD-m (m ← 0.9m + 0.1ĝ from 0, τ 1e-5); adam: the
-                             K-BFGS authors' Adam (v from m̂², β2 0.9)
+                             K-BFGS authors' Adam (v from m̂², β2 0.9, ε 1e-4, τ 1e-5)
   --beta1 X --beta2 X --eps X  adam (0.9, 0.999, 1e-8)
-                             rmsprop: --beta2 = decay of v (0.9), --eps; shampoo: --eps = ε (10)
+                             rmsprop: --beta2 = decay of v (0.9), --eps (1e-4); shampoo: --eps = ε (10)
   --weight-decay X           L2 added to the gradient (default 0; rmsprop, kfac, shampoo, kbfgs,
                              kfqn 1e-5)
   --decoupled-weight-decay   decoupled decay instead (AdamW, SGDW)

@@ -26,10 +26,11 @@ export interface AdamOptions extends WeightDecayOptions {
   beta1?: number;
   /** Default 0.999; 0.9 with paperCompat. */
   beta2?: number;
+  /** Default 1e-8; 1e-4 with paperCompat (the authors' code). */
   eps?: number;
   /**
    * The K-BFGS authors' Adam (ALGORITHMS.md §7.3): v is the EMA of the bias-corrected first moment's
-   * square, m̂², instead of g², and β2 defaults to 0.9.
+   * square, m̂², instead of g²; β2 defaults to 0.9, ε to 1e-4 and L2 τ to 1e-5, as in their code.
    */
   paperCompat?: boolean;
 }
@@ -78,7 +79,8 @@ export function sgd(options: SgdOptions = {}): ElementwiseOptimizer {
 }
 
 export function adam(options: AdamOptions = {}): ElementwiseOptimizer {
-  const o = { lr: 0.001, beta1: 0.9, beta2: options.paperCompat ? 0.9 : 0.999, eps: 1e-8, weightDecay: 0, decoupledWeightDecay: false, paperCompat: false, ...options };
+  const paper = options.paperCompat === true;
+  const o = { lr: 0.001, beta1: 0.9, beta2: paper ? 0.9 : 0.999, eps: paper ? 1e-4 : 1e-8, weightDecay: paper ? 1e-5 : 0, decoupledWeightDecay: false, paperCompat: false, ...options };
   checkNonNegative({ lr: o.lr, eps: o.eps, weightDecay: o.weightDecay });
   if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1)) throw new RangeError('Adam betas must lie in [0, 1)');
   return {
@@ -116,6 +118,7 @@ export interface RmspropOptions extends WeightDecayOptions {
   momentum?: number;
   /** Decay of the second moment v ← β·v + (1−β)·m² (default 0.9). */
   decay?: number;
+  /** Default 1e-4, the authors' code's. */
   eps?: number;
   /** Start v at the mean of the squared minibatch gradients over one pass (default true, as the authors). */
   warmStart?: boolean;
@@ -126,7 +129,7 @@ export interface RmspropOptions extends WeightDecayOptions {
  * gradient, v ← 0.9·v + 0.1·m², and θ ← θ − α·m/(√v + ε). L2 (τ) goes into the gradient.
  */
 export function rmsprop(options: RmspropOptions = {}): ElementwiseOptimizer {
-  const o = { lr: 0.001, momentum: 0.9, decay: 0.9, eps: 1e-8, weightDecay: 1e-5, decoupledWeightDecay: false, warmStart: true, ...options };
+  const o = { lr: 0.001, momentum: 0.9, decay: 0.9, eps: 1e-4, weightDecay: 1e-5, decoupledWeightDecay: false, warmStart: true, ...options };
   checkNonNegative({ lr: o.lr, eps: o.eps, weightDecay: o.weightDecay });
   if (!(o.momentum >= 0 && o.momentum < 1 && o.decay >= 0 && o.decay < 1)) throw new RangeError('RMSprop momentum and decay must lie in [0, 1)');
   return {

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Seconds per step of a PyTorch K-BFGS and K-BFGS(L) on this machine, for issue 4's comparison
 "their seconds per step on the same machine, against yours": the implementation that follows the
-authors' step (scripts/fixtures/kbfgs_torch.py, L-BFGS in the compact form as their code applies
+authors' step (scripts/fixtures/paper_optimizers_torch.py, L-BFGS in the compact form as their code applies
 it) on the paper's autoencoder (models/mnist-autoencoder.onnx's weights), batch 1000 of the bundled
 digits, float32, torch threads = CPU cores. The floor is one forward+backward pass of the same net,
 as step-time.ts measures ours. Prints one JSON object.
@@ -25,8 +25,8 @@ import torch
 from onnx import numpy_helper
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fixtures"))
-from kbfgs_torch import KBFGS, MLP, bce_per_sample_sum  # noqa: E402
-from make_kbfgs_fixtures import bundled_digits  # noqa: E402
+from paper_optimizers_torch import KBFGS, MLP, bce_per_sample_sum  # noqa: E402
+from make_paper_optimizer_fixtures import bundled_digits  # noqa: E402
 
 
 def autoencoder():

@@ -144,7 +144,8 @@ const sgdCase = (name: string, o: SgdOptions & { lr: number }, without?: string)
 const adamCase = (name: string, o: AdamOptions, without?: string): Case => ({
   name, without, optimizer: () => adam(o),
   reference: () => new RefAdam({
-    lr: o.lr, beta1: o.beta1, beta2: o.beta2 ?? (o.paperCompat ? 0.9 : undefined), eps: o.eps, weightDecay: o.weightDecay, decoupled: o.decoupledWeightDecay, paperCompat: o.paperCompat,
+    lr: o.lr, beta1: o.beta1, beta2: o.beta2 ?? (o.paperCompat ? 0.9 : undefined), eps: o.eps ?? (o.paperCompat ? 1e-4 : undefined),
+    weightDecay: o.weightDecay ?? (o.paperCompat ? 1e-5 : undefined), decoupled: o.decoupledWeightDecay, paperCompat: o.paperCompat,
   }),
 });
 
@@ -166,14 +167,14 @@ const CASES: Case[] = [
   adamCase('Adam lr 0.01, betas (0.8, 0.99), eps 0.01', { lr: 0.01, beta1: 0.8, beta2: 0.99, eps: 0.01 }, 'Adam lr 0.01'),
   adamCase('Adam lr 0.01, L2 weight decay 0.1', { lr: 0.01, weightDecay: 0.1 }, 'Adam lr 0.01'),
   adamCase('AdamW lr 0.01, decoupled weight decay 0.1', { lr: 0.01, weightDecay: 0.1, decoupledWeightDecay: true }, 'Adam lr 0.01, L2 weight decay 0.1'),
-  adamCase('Adam paper-compat (v from m̂², β2 0.9) lr 0.01', { lr: 0.01, paperCompat: true }, 'Adam lr 0.01'),
+  adamCase('Adam paper-compat (v from m̂², β2 0.9, ε 1e-4, τ 1e-5) lr 0.01', { lr: 0.01, paperCompat: true }, 'Adam lr 0.01'),
   {
     name: 'RMSprop (papers\' form) lr 0.01, L2 0.01, no warm start', optimizer: () => rmsprop({ lr: 0.01, weightDecay: 0.01, warmStart: false }),
-    reference: () => new RefRmsprop({ lr: 0.01, momentum: 0.9, decay: 0.9, eps: 1e-8, l2: 0.01 }), without: 'Adam lr 0.01',
+    reference: () => new RefRmsprop({ lr: 0.01, momentum: 0.9, decay: 0.9, eps: 1e-4, l2: 0.01 }), without: 'Adam lr 0.01',
   },
   {
     name: 'RMSprop (papers\' form) lr 0.01, L2 0.01, v warm-started by one pass', optimizer: () => rmsprop({ lr: 0.01, weightDecay: 0.01 }),
-    reference: () => new RefRmsprop({ lr: 0.01, momentum: 0.9, decay: 0.9, eps: 1e-8, l2: 0.01, warmStart: true }),
+    reference: () => new RefRmsprop({ lr: 0.01, momentum: 0.9, decay: 0.9, eps: 1e-4, l2: 0.01, warmStart: true }),
     without: 'RMSprop (papers\' form) lr 0.01, L2 0.01, no warm start',
   },
 ];
@@ -271,6 +272,9 @@ describe('first-order optimizer options', () => {
   it('use PyTorch defaults', () => {
     expect(sgd().options).to.include({ lr: 0.01, momentum: 0, dampening: 0, nesterov: false, weightDecay: 0 });
     expect(adam().options).to.include({ lr: 0.001, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
+    // The K-BFGS authors' baselines: their code's ε 1e-4 and τ 1e-5.
+    expect(adam({ paperCompat: true }).options).to.include({ beta2: 0.9, eps: 1e-4, weightDecay: 1e-5 });
+    expect(rmsprop().options).to.include({ momentum: 0.9, decay: 0.9, eps: 1e-4, weightDecay: 1e-5, warmStart: true });
     expect(adam().name).to.equal('adam');
     expect(adam({ weightDecay: 0.01, decoupledWeightDecay: true }).name).to.equal('adamw');
     expect(sgd({ momentum: 0.9 }).stateNames).to.deep.equal(['momentum']);
