@@ -75,6 +75,9 @@ Optimizer
   --stat-interval N          kfac, shampoo: refresh the factors every N steps (default 1)
   --inverse-interval N       kfac: invert every N steps and at each of the first N (default 20)
   --fisher sampled|empirical kfac: G from targets sampled from the model (default) or the data's
+  --stat-warmup | --no-stat-warmup   kfac: the factors' decay min(1 − 1/(k+1), β) at the k-th
+                             refresh, restarting at step 0 (default, the authors' code; no warm start
+                             then), or β from the warm start
   --root-interval N          shampoo: inverse fourth roots every N steps (default 20)
   --root-iterations N        shampoo: coupled Newton iterations per root (default 25)
 Runtime and output
@@ -95,7 +98,7 @@ export async function train(args: string[]): Promise<void> {
     'weight-decay': { type: 'string' }, 'decoupled-weight-decay': { type: 'boolean' },
     damping: { type: 'string' }, history: { type: 'string' }, 'stat-decay': { type: 'string' }, 'damping-mode': { type: 'string' },
     'warm-start': { type: 'boolean' }, 'no-warm-start': { type: 'boolean' }, 'stat-interval': { type: 'string' }, 'inverse-interval': { type: 'string' },
-    'root-interval': { type: 'string' }, 'root-iterations': { type: 'string' }, fisher: { type: 'string' }, 'paper-compat': { type: 'boolean' }, 'abar-bias': { type: 'string' },
+    'root-interval': { type: 'string' }, 'root-iterations': { type: 'string' }, fisher: { type: 'string' }, 'stat-warmup': { type: 'boolean' }, 'no-stat-warmup': { type: 'boolean' }, 'paper-compat': { type: 'boolean' }, 'abar-bias': { type: 'string' },
     'a-side': { type: 'string' }, 'a-history': { type: 'string' }, 'conv-damping': { type: 'string' }, variant: { type: 'string' }, 'step-power': { type: 'string' },
     'curvature-interval': { type: 'string' }, 'g-init': { type: 'string' }, 'a-init': { type: 'string' }, ep: { type: 'string' }, log: { type: 'string' }, out: { type: 'string', short: 'o' }, quiet: { type: 'boolean' },
   }, 1);
@@ -179,6 +182,7 @@ const FLAG_OWNERS: Record<string, readonly OptimizerName[]> = {
   'stat-decay': ['kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'],
   'no-warm-start': ['rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l'], 'paper-compat': ['sgd', 'adam'],
   'stat-interval': ['kfac', 'shampoo'], 'inverse-interval': ['kfac'], fisher: ['kfac'], 'root-interval': ['shampoo'], 'root-iterations': ['shampoo'],
+  'stat-warmup': ['kfac'], 'no-stat-warmup': ['kfac'],
 };
 
 function makeOptimizer(name: OptimizerName, values: Record<string, unknown>) {
@@ -196,6 +200,10 @@ function makeOptimizer(name: OptimizerName, values: Record<string, unknown>) {
     if (values[flag] !== undefined && !owners.includes(name)) throw new UsageError(`--${flag} is not an option of ${name} (it is for ${owners.join(', ')})`);
   }
   if (values['warm-start'] && values['no-warm-start']) throw new UsageError('--warm-start and --no-warm-start contradict each other');
+  if (values['stat-warmup'] && values['no-stat-warmup']) throw new UsageError('--stat-warmup and --no-stat-warmup contradict each other');
+  if (name === 'kfac' && values['warm-start'] && !values['no-stat-warmup']) {
+    throw new UsageError('--warm-start has no effect on kfac with its statistics warm-up (the default, as the authors: the factors restart at step 0); add --no-stat-warmup');
+  }
   const num = (flag: string, opts: { integer?: boolean; min?: number } = { min: 0 }) => number(values[flag], `--${flag}`, opts);
   const int = (flag: string) => num(flag, { integer: true, min: 1 });
   const common = defined({
@@ -227,6 +235,7 @@ function makeOptimizer(name: OptimizerName, values: Record<string, unknown>) {
         ...curvature, ...defined({
           damping: num('damping'), statInterval: int('stat-interval'), inverseInterval: int('inverse-interval'),
           fisher: values.fisher === undefined ? undefined : oneOf(values.fisher, ['sampled', 'empirical'] as const, '--fisher'),
+          statWarmup: values['no-stat-warmup'] === true ? false : undefined,
         }),
       });
     case 'shampoo':
@@ -240,6 +249,7 @@ function makeOptimizer(name: OptimizerName, values: Record<string, unknown>) {
   }
 }
 
+/** The options the command line sets: undefined ones are left to the optimizer's defaults (false is a setting: --no-warm-start). */
 function defined<T extends Record<string, unknown>>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined && v !== false)) as Partial<T>;
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -28,6 +28,12 @@ export interface KfacOptions extends FactoredCommon {
   inverseInterval?: number;
   /** G from targets sampled from the model (the Fisher, default) or from the data's targets (the empirical Fisher). */
   fisher?: 'sampled' | 'empirical';
+  /**
+   * The authors' KFAC code's decay at the k-th factor refresh (0-based): β_k = min(1 − 1/(k+1), statDecay)
+   * (default true). The factors restart from step 0's batch and are a running mean until β reaches
+   * statDecay, so a warm start has no effect and is not run; false: β = statDecay from the warm start.
+   */
+  statWarmup?: boolean;
 }
 
 export interface ShampooOptions extends FactoredCommon {
@@ -59,7 +65,7 @@ function check(r: Required<FactoredCommon>, positive: Record<string, number>, in
 const common = { statDecay: 0.9, momentum: 0.9, weightDecay: 1e-5, decoupledWeightDecay: false, statInterval: 1, warmStart: true };
 
 export function kfac(options: KfacOptions = {}): FactoredOptimizer {
-  const r = { lr: 1, damping: 3, inverseInterval: 20, fisher: 'sampled' as const, ...common, ...options };
+  const r = { lr: 1, damping: 3, inverseInterval: 20, fisher: 'sampled' as const, statWarmup: true, ...common, ...options };
   if (r.fisher !== 'sampled' && r.fisher !== 'empirical') throw new RangeError(`fisher must be 'sampled' or 'empirical', got '${r.fisher}'`);
   check(r, { damping: r.damping }, { inverseInterval: r.inverseInterval });
   const o = r;

@@ -42,7 +42,18 @@ export class FactoredEngine extends PreconditionedEngine {
     return new FactoredEngine(backend, opt, graph, sessions);
   }
 
-  get wantsWarmStart(): boolean { return this.opt.options.warmStart; }
+  /** KFAC's statistics warm-up restarts the factors at step 0, which makes a warm start moot. */
+  get wantsWarmStart(): boolean { return this.opt.options.warmStart && !this.statWarmup; }
+
+  private get statWarmup(): boolean { return this.opt.name === 'kfac' && this.opt.options.statWarmup; }
+
+  /** The factors' EMA at this step's refresh: β = statDecay, or KFAC's warm-up min(1 − 1/(k+1), statDecay) at the k-th refresh. */
+  private emaScalars(): { beta: number; oneMinusBeta: number } {
+    const o = this.opt.options;
+    const k = Math.floor(this.t / o.statInterval);
+    const beta = this.statWarmup ? Math.min(1 - 1 / (k + 1), o.statDecay) : o.statDecay;
+    return { beta, oneMinusBeta: 1 - beta };
+  }
 
   /** The factors as the mean over `batches` (the warm start, or the first minibatch), then the preconditioners. */
   async initialise(batchFeeds: Iterable<Feeds>): Promise<void> {
@@ -59,7 +70,7 @@ export class FactoredEngine extends PreconditionedEngine {
     if (!this.initialised) await this.initialise([data]);
     const o = this.opt.options;
     const statStep = this.t % o.statInterval === 0;
-    const ema = { beta: o.statDecay, oneMinusBeta: 1 - o.statDecay };
+    const ema = this.emaScalars();
     const every = this.opt.name === 'kfac' ? this.opt.options.inverseInterval : this.opt.options.rootInterval;
     const refresh = this.opt.name === 'kfac' ? this.t % every === 0 || this.t < every : this.t > 0 && this.t % every === 0;
     let factorsFromStep = statStep;

@@ -15,6 +15,8 @@ export interface FactoredReferenceOptions {
   /** The factors' EMAs take a batch at steps t ≡ 0 mod this (default 1). */
   statInterval?: number;
   statDecay?: number;
+  /** KFAC: β_k = min(1 − 1/(k+1), statDecay) at the k-th factor refresh, the authors' code (default true for KFAC). */
+  statWarmup?: boolean;
   momentum?: number;
   l2?: number;
   /** Decoupled weight decay instead of L2: θ ← θ − α·(D + decay·θ). */
@@ -26,11 +28,14 @@ interface LayerState { m: Float64Array; left: Float64Array; right: Float64Array;
 export class FactoredReference {
   private layers?: LayerState[];
   private t = 0;
+  /** Factor refreshes so far. */
+  private refreshes = 0;
   constructor(private readonly o: FactoredReferenceOptions) {}
 
   step(net: RefMlp, X: ArrayLike<number>, target: RefTarget): number {
     const { method, lr, damping, interval } = this.o;
-    const beta = this.o.statDecay ?? 0.9; const rho = this.o.momentum ?? 0.9;
+    const statDecay = this.o.statDecay ?? 0.9; const rho = this.o.momentum ?? 0.9;
+    const warmup = method === 'kfac' && (this.o.statWarmup ?? true);
     const decay = this.o.decoupledDecay ?? 0; const l2 = this.o.decoupledDecay !== undefined ? 0 : this.o.l2 ?? 1e-5;
     const M = X.length / net.sizes[0];
     const fb = forwardBackward(net, X, target);
@@ -66,6 +71,7 @@ export class FactoredReference {
         for (let p = 0; p < dg; p++) for (let q = 0; q < dg; q++) for (let c = 0; c < da; c++) leftB[p * dg + q] += grad[p * da + c] * grad[q * da + c];
         for (let p = 0; p < da; p++) for (let q = 0; q < da; q++) for (let r = 0; r < dg; r++) rightB[p * da + q] += grad[r * da + p] * grad[r * da + q];
       }
+      const beta = warmup ? Math.min(1 - 1 / (this.refreshes + 1), statDecay) : statDecay;
       const ema = (state: Float64Array, batch: Float64Array) => {
         for (let k = 0; k < state.length; k++) state[k] = this.t === 0 ? batch[k] : beta * state[k] + (1 - beta) * batch[k];
       };
@@ -94,6 +100,7 @@ export class FactoredReference {
         }
       }
     });
+    if (statStep) this.refreshes++;
     this.t++;
     return fb.loss;
   }

@@ -305,6 +305,22 @@ describe('kfqn CLI', function () {
       expect(entries.every((e) => Number.isFinite(e.loss))).to.equal(true);
     });
 
+    it('flags that switch a default off reach the optimizer (--no-warm-start, --no-stat-warmup)', async () => {
+      const model = writeModel(join(tmp, 'ae_switches.onnx'), tinyAutoencoderModel());
+      const train = (extra: string[]) => runCli(['train', model, '--data', IDX, '--limit', '16', '--batch-size', '8', '--steps', '1', '--target', 'input', '--quiet', ...extra]);
+      for (const [extra, setting] of [
+        [['--optimizer', 'rmsprop', '--no-warm-start'], '"warmStart":false'],
+        [['--optimizer', 'kbfgs', '--no-warm-start'], '"warmStart":false'],
+        [['--optimizer', 'shampoo', '--no-warm-start'], '"warmStart":false'],
+        [['--optimizer', 'kfac', '--no-stat-warmup', '--no-warm-start'], '"statWarmup":false'],
+        [['--optimizer', 'kfac'], '"statWarmup":true'],
+      ] as const) {
+        const r = await train([...extra]);
+        expect(r.code, r.stderr).to.equal(0);
+        expect(lines(r.stdout)[0], extra.join(' ')).to.contain(setting);
+      }
+    });
+
     it('--curvature-interval 2: the Powell and skip shares are logged at the curvature steps only', async () => {
       const model = writeModel(join(tmp, 'ae_kfqn_interval.onnx'), tinyAutoencoderModel());
       const log = join(tmp, 'ae_kfqn_interval.jsonl');
@@ -328,6 +344,9 @@ describe('kfqn CLI', function () {
         [['--optimizer', 'adam', '--curvature-interval', '2'], /--curvature-interval is not an option of adam/],
         [['--optimizer', 'adam', '--g-init', 'factor'], /--g-init is not an option of adam/],
         [['--optimizer', 'kfqn', '--g-init', 'fisher'], /--g-init/],
+        [['--optimizer', 'kfac', '--warm-start'], /--warm-start has no effect on kfac .*add --no-stat-warmup/],
+        [['--optimizer', 'kfac', '--stat-warmup', '--no-stat-warmup'], /contradict/],
+        [['--optimizer', 'shampoo', '--no-stat-warmup'], /--no-stat-warmup is not an option of shampoo/],
       ] as const) {
         const r = await runCli([...base, ...extra]);
         expect(r.code, extra.join(' ')).to.equal(2);
