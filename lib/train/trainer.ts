@@ -128,14 +128,16 @@ export class Trainer {
   }
 
   /**
-   * The warm start of K-BFGS's A, KFAC's and Shampoo's factors (ALGORITHMS.md §3.3, §7): the mean
-   * of the batch factors over `data` in file order. Without it, they come from the first training
-   * batch. No-op for other optimizers.
+   * The warm start of K-BFGS's A, RMSprop's v, KFAC's and Shampoo's factors (ALGORITHMS.md §3.3, §7):
+   * the mean of the batch statistics over the full batches of `data` in file order, as the authors'
+   * loop (a last partial batch is left out, unless it is the only one). Without it, they come from
+   * the first training batch. No-op for other optimizers.
    */
   async warmStart(data: Dataset, batchSize: number): Promise<void> {
     if (!this.engine.initialise) return;
+    const dropLast = data.size >= batchSize;
     const feeds = (function* (self: Trainer) {
-      for (const b of batches(data, { batchSize, shuffle: false, seed: 0, epoch: 0 })) yield self.batchFeeds(b);
+      for (const b of batches(data, { batchSize, shuffle: false, seed: 0, epoch: 0, dropLast })) yield self.batchFeeds(b);
     })(this);
     await this.engine.initialise(feeds);
   }

@@ -5,7 +5,7 @@ import { InferenceSession, Tensor as OrtTensor } from 'onnxruntime-node';
 import { decodeModel, encodeModel, tensorFromProto, type onnx, type TensorData } from '../../../graph-tools/index.js';
 import { batches, fromArrays, type Batch, type Dataset } from '../../../lib/data/index.js';
 import { InputError } from '../../../lib/io/files.js';
-import { adam, sgd } from '../../../lib/optim/index.js';
+import { adam, rmsprop, sgd } from '../../../lib/optim/index.js';
 import { createBackend } from '../../../lib/runtime/index.js';
 import type { Backend } from '../../../lib/runtime/backend.js';
 import { computeGradients } from '../../../lib/train/gradients.js';
@@ -67,6 +67,30 @@ describe('Trainer', () => {
 
   before(async () => { backend = await createBackend('cpu'); });
   after(async () => { for (const t of trainers.splice(0)) await t.dispose(); });
+
+  describe('warmStart', () => {
+    it('averages the full batches in file order, as the authors\' loop (a last partial batch is left out unless it is the only one)', async () => {
+      const model = fixtureModel('gemm_relu_ce');
+      const data = randomDataset(23, 20, 6, 4);
+      const firstFull = fromArrays('the first 16', data.inputs.subarray(0, 16 * 6), [6], data.labels!.subarray(0, 16), 4);
+      const other = randomDataset(29, 16, 6, 4);
+      const step = [...batches(data, { batchSize: 8, shuffle: false, seed: 0, epoch: 0 })][0];
+      // RMSprop's v warm start (the mean of ĝ² over the batches) sets the size of its first steps.
+      const losses = async (warm: Dataset, batchSize: number) => {
+        const trainer = await create(model, { ...CE, optimizer: rmsprop({ lr: 0.01 }) });
+        await trainer.warmStart(warm, batchSize);
+        const out: number[] = [];
+        for (let i = 0; i < 3; i++) out.push((await trainer.trainStep(step)).loss);
+        return out;
+      };
+      const reference = await losses(firstFull, 8);
+      expect(await losses(data, 8), '20 samples in batches of 8: the 4 left over are not used').to.deep.equal(reference);
+      expect(await losses(other, 8), 'the warm start matters here').to.not.deep.equal(reference);
+      // Fewer samples than a batch: the one partial batch is the warm start.
+      const few = fromArrays('the first 5', data.inputs.subarray(0, 5 * 6), [6], data.labels!.subarray(0, 5), 4);
+      expect(await losses(few, 8)).to.deep.equal(await losses(few, 5));
+    });
+  });
 
   describe('exportModel', () => {
     it("returns the user's model with the trained weights, which runs in onnxruntime-node", async () => {
