@@ -10,6 +10,8 @@ export { kbfgs, kbfgsL, kfqn, kfqnL, type KbfgsOptions, type KfqnOptions, type K
 export { optimizerStateReport, type StateReport, type LayerStateReport } from './optim/memory.js';
 export { kfac, shampoo, type KfacOptions, type ShampooOptions, type FactoredOptimizer } from './optim/kfac.js';
 export { KbfgsStepper, type StepperStep, type StepperResult, type Outputs } from './train/kbfgs-stepper.js';
-export { Trainer, type TrainerOptions, type FitOptions, type FitResult, type StepInfo, type EpochInfo, type TargetKind } from './train/trainer.js';
+export { Trainer, type TrainerOptions, type FitOptions, type FitResult, type StepInfo, type EpochInfo, type TargetKind, type RestoreResult } from './train/trainer.js';
+export { decodeCheckpoint, type Checkpoint, type CheckpointHeader, type DataPosition, type BatchPlan } from './train/checkpoint.js';
+export { createOptimizer, OPTIMIZER_FACTORIES, type OptimizerName } from './optim/index.js';
 export { computeGradients, type GradientResult, type GradientOptions } from './train/gradients.js';
 export * from './data/index.js';

@@ -8,8 +8,14 @@ export class UsageError extends Error {
   constructor(message: string) { super(message); this.name = 'UsageError'; }
 }
 
+/** A run stopped by Ctrl-C (SIGINT): exit code 130, as a shell reports it. */
+export class InterruptedError extends Error {
+  constructor(message: string) { super(message); this.name = 'InterruptedError'; }
+}
+
 export function formatError(e: unknown): { message: string; code: number } {
   if (e instanceof UsageError) return { message: `${e.message} (see --help)`, code: 2 };
+  if (e instanceof InterruptedError) return { message: e.message, code: 130 };
   if (e instanceof InputError || e instanceof DataError || e instanceof GraphError || e instanceof OnnxFormatError || e instanceof RuntimeError || e instanceof RangeError) {
     return { message: e.message, code: 1 };
   }

@@ -1,16 +1,16 @@
 // kfqn train: the training loop from the command line.
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { loadDataSpec } from '../data/node.js';
 import { limit, split, type Dataset } from '../data/index.js';
-import { readModelFile, writeFileAtomic } from '../io/files.js';
+import { readCheckpointFile, readModelFile, writeFileAtomic } from '../io/files.js';
 import { DEFAULT_MODEL, packageRoot } from '../io/package-root.js';
-import { adam, rmsprop, sgd } from '../optim/index.js';
-import { kbfgs, kbfgsL, kfac, kfqn, kfqnL, shampoo } from '../optim/index.js';
+import { createOptimizer, OPTIMIZER_FACTORIES, type OptimizerName } from '../optim/index.js';
 import { createBackend } from '../runtime/node.js';
+import { decodeCheckpoint, type CheckpointHeader } from '../train/checkpoint.js';
 import { Trainer, type StepInfo } from '../train/trainer.js';
 import { Progress } from './progress.js';
-import { UsageError } from './errors.js';
+import { InterruptedError, UsageError } from './errors.js';
 import { epFrom, lossFrom, lossOptions, number, oneOf, parse } from './options.js';
 
 const HELP = `kfqn train [MODEL.onnx] [options]
@@ -80,6 +80,13 @@ Optimizer
                              then), or β from the warm start
   --root-interval N          shampoo: inverse fourth roots every N steps (default 20)
   --root-iterations N        shampoo: coupled Newton iterations per root (default 25)
+Checkpoints
+  --checkpoint FILE          after every epoch, at the end and on Ctrl-C, write the run's state
+                             (weights, optimizer state, position in the data) to FILE
+  --checkpoint-every N       also every N steps
+  --resume FILE              continue the run FILE holds, exactly where it stopped: its command
+                             line is the default, flags given now override it (--epochs and --steps
+                             count the whole run); the log is appended to
 Runtime and output
   --ep cpu|wasm|webgpu|cuda  execution provider (default cpu)
   --log FILE.jsonl           one JSON line per step: {"step","epoch","loss","time","lr"} (kbfgs, kfqn
@@ -89,20 +96,10 @@ Runtime and output
   --quiet                    no progress display`;
 
 export async function train(args: string[]): Promise<void> {
-  const { values, positionals } = parse(args, {
-    ...lossOptions, data: { type: 'string' }, limit: { type: 'string' }, eval: { type: 'string' }, target: { type: 'string' },
-    'batch-size': { type: 'string' }, epochs: { type: 'string' }, steps: { type: 'string' },
-    'no-shuffle': { type: 'boolean' }, seed: { type: 'string' },
-    optimizer: { type: 'string' }, lr: { type: 'string' }, momentum: { type: 'string' }, nesterov: { type: 'boolean' },
-    beta1: { type: 'string' }, beta2: { type: 'string' }, eps: { type: 'string' },
-    'weight-decay': { type: 'string' }, 'decoupled-weight-decay': { type: 'boolean' },
-    damping: { type: 'string' }, history: { type: 'string' }, 'stat-decay': { type: 'string' }, 'damping-mode': { type: 'string' },
-    'warm-start': { type: 'boolean' }, 'no-warm-start': { type: 'boolean' }, 'stat-interval': { type: 'string' }, 'inverse-interval': { type: 'string' },
-    'root-interval': { type: 'string' }, 'root-iterations': { type: 'string' }, fisher: { type: 'string' }, 'stat-warmup': { type: 'boolean' }, 'no-stat-warmup': { type: 'boolean' }, 'paper-compat': { type: 'boolean' }, 'abar-bias': { type: 'string' },
-    'a-side': { type: 'string' }, 'a-history': { type: 'string' }, 'conv-damping': { type: 'string' }, variant: { type: 'string' }, 'step-power': { type: 'string' },
-    'curvature-interval': { type: 'string' }, 'g-init': { type: 'string' }, 'a-init': { type: 'string' }, ep: { type: 'string' }, log: { type: 'string' }, out: { type: 'string', short: 'o' }, quiet: { type: 'boolean' },
-  }, 1);
-  if (values.help) return void console.log(HELP);
+  const given = parse(args, TRAIN_OPTIONS, 1);
+  if (given.values.help) return void console.log(HELP);
+  const resumed = given.values.resume === undefined ? undefined : readResume(given.values.resume as string);
+  const { values, positionals } = resumed ? resumedCommandLine(given, resumed.header) : given;
   const isDefault = positionals.length === 0;
   const modelPath = positionals[0] ?? join(packageRoot(), DEFAULT_MODEL);
   // The default run is the K-BFGS paper's autoencoder setting (ALGORITHMS.md §8.1).
@@ -111,7 +108,9 @@ export async function train(args: string[]): Promise<void> {
   if (isDefault && values.reduction === undefined) loss.reduction = 'per-sample-sum';
 
   const name = oneOf(values.optimizer, OPTIMIZERS, '--optimizer', 'adam');
-  const optimizer = makeOptimizer(name, values);
+  // Resuming: the checkpoint's hyper-parameters, with the flags given over them.
+  const saved = resumed && resumed.header.optimizer.name === name ? resumed.header.optimizer.options : {};
+  const optimizer = createOptimizer(name, { ...saved, ...optimizerSettings(name, values) });
   let data = loadDataSpec((values.data as string | undefined) ?? 'mnist', 'train');
   const lim = number(values.limit, '--limit', { integer: true, min: 1 });
   if (lim) data = limit(data, lim);
@@ -127,50 +126,105 @@ export async function train(args: string[]): Promise<void> {
   const batchSize = number(values['batch-size'], '--batch-size', { integer: true, min: 1 }) ?? (isDefault ? 1000 : 128);
   const steps = number(values.steps, '--steps', { integer: true, min: 1 });
   const epochs = number(values.epochs, '--epochs', { integer: true, min: 1 }) ?? (steps ? undefined : isDefault ? 10 : 1);
+  const checkpointPath = values.checkpoint as string | undefined;
+  const checkpointEvery = number(values['checkpoint-every'], '--checkpoint-every', { integer: true, min: 1 });
+  if (checkpointEvery && !checkpointPath) throw new UsageError('--checkpoint-every N needs --checkpoint FILE');
 
   const model = readModelFile(modelPath);
   const backend = await createBackend(epFrom(values.ep));
   const trainer = await Trainer.create(backend, model, { ...loss, optimizer, target: targetKind, source: basename(modelPath) });
-  // Opened at the first step, so a run that fails before training leaves no empty log behind.
+  // --epochs and --steps count the whole run: a resumed one trains what is left.
+  let done = { steps: 0, epochs: 0 };
+  if (resumed) {
+    const { changedOptions, header } = await trainer.restore(resumed.bytes, resumed.path);
+    done = { steps: header.trainer.steps, epochs: header.position.epoch };
+    const { epoch, batch } = header.position;
+    console.log(`resuming ${resumed.path} at step ${header.trainer.steps} (${batch ? `epoch ${epoch + 1}, after its batch ${batch}` : `after epoch ${epoch}`})`);
+    for (const c of changedOptions) console.log(`  ${c.option}: ${JSON.stringify(c.now)} (the checkpoint's run had ${JSON.stringify(c.saved)})`);
+  }
+  const stepsLeft = steps === undefined ? undefined : steps - done.steps;
+  const epochsLeft = epochs === undefined ? undefined : epochs - done.epochs;
+  // Opened at the first step, so a run that fails before training leaves no empty log behind; a resumed run appends.
   let log: WriteStream | undefined;
-  const writeLog = (line: string) => { log ??= createWriteStream(values.log as string); log.write(line); };
+  const writeLog = (line: string) => { log ??= createWriteStream(values.log as string, { flags: resumed ? 'a' : 'w' }); log.write(line); };
   const progress = values.quiet || !process.stderr.isTTY ? undefined : new Progress(process.stderr);
-  const totalSteps = Math.min(steps ?? Infinity, epochs !== undefined ? epochs * Math.ceil(data.size / batchSize) : Infinity);
+  const totalSteps = Math.min(stepsLeft ?? Infinity, epochsLeft !== undefined ? epochsLeft * Math.ceil(data.size / batchSize) : Infinity);
+  // The command line a checkpoint keeps, with its paths made absolute, for --resume.
+  const commandLine = savedCommandLine(values, positionals);
+  const saveCheckpoint = async () => {
+    if (!checkpointPath) return;
+    writeFileAtomic(checkpointPath, await trainer.checkpoint({ commandLine }));
+  };
+  // Ctrl-C: stop after the step under way and save; a second Ctrl-C quits at once.
+  const stop = new AbortController();
+  const onInterrupt = () => {
+    if (stop.signal.aborted) process.exit(130);
+    stop.abort();
+    progress?.clear();
+    console.error(`kfqn train: interrupted, stopping after this step${checkpointPath ? ` and writing ${checkpointPath}` : ' (no --checkpoint: the run is not saved)'}; Ctrl-C again to quit now`);
+  };
+  process.on('SIGINT', onInterrupt);
   console.log(`kfqn train: ${basename(modelPath)} on ${data.name} (${data.size} samples), ${optimizer.name} ${JSON.stringify(optimizer.options)}, `
     + `${loss.kind}/${loss.reduction}, batch ${batchSize}, ${Number.isFinite(totalSteps) ? `${totalSteps} steps` : ''} on ${backend.ep}`);
   try {
-    const result = await trainer.fit(data, {
-      batchSize, epochs, steps, evaluationData, shuffle: values['no-shuffle'] !== true, seed: number(values.seed, '--seed', { integer: true }) ?? 0,
-      onStep: (s: StepInfo) => {
-        if (values.log) {
-          const extra = s.powellDamped !== undefined ? { powell_damped: s.powellDamped, skipped_updates: s.skippedUpdates } : {};
-          writeLog(`${JSON.stringify({ step: s.step, epoch: s.epoch, loss: s.loss, time: s.time, lr: s.lr, ...extra })}\n`);
-        }
-        progress?.update(s, totalSteps, batchSize);
-      },
-      onEpoch: (e) => {
-        progress?.clear();
-        const ev = e.evaluation;
-        const evalText = ev ? `; eval loss ${ev.loss.toFixed(4)}${ev.accuracy !== undefined ? `, accuracy ${(100 * ev.accuracy).toFixed(2)}%` : ''} on ${ev.samples}` : '';
-        console.log(`epoch ${e.epoch + 1}: mean loss ${e.meanLoss.toFixed(4)} (${e.steps} steps, ${e.time.toFixed(1)} s)${evalText}`);
-        if (ev && values.log) writeLog(`${JSON.stringify({ epoch: e.epoch, eval_loss: ev.loss, ...(ev.accuracy !== undefined ? { eval_accuracy: ev.accuracy } : {}) })}\n`);
-      },
-    });
-    progress?.clear();
-    console.log(`done: ${result.steps} steps in ${result.seconds.toFixed(1)} s, final minibatch loss ${result.finalLoss.toFixed(4)}${result.skippedSteps ? `, ${result.skippedSteps} non-finite steps skipped` : ''}`);
+    if (!((stepsLeft ?? 1) > 0 && (epochsLeft ?? 1) > 0)) {
+      console.log(`nothing to train: the checkpoint's run is at step ${done.steps}, which --epochs and --steps do not go past`);
+    } else {
+      const result = await trainer.fit(data, {
+        batchSize, epochs: epochsLeft, steps: stepsLeft, evaluationData, shuffle: values['no-shuffle'] !== true, seed: number(values.seed, '--seed', { integer: true }) ?? 0,
+        signal: stop.signal,
+        onStep: async (s: StepInfo) => {
+          if (values.log) {
+            const extra = s.powellDamped !== undefined ? { powell_damped: s.powellDamped, skipped_updates: s.skippedUpdates } : {};
+            writeLog(`${JSON.stringify({ step: s.step, epoch: s.epoch, loss: s.loss, time: s.time, lr: s.lr, ...extra })}\n`);
+          }
+          progress?.update(s, totalSteps, batchSize);
+          if (checkpointEvery && s.step % checkpointEvery === 0) await saveCheckpoint();
+        },
+        onEpoch: async (e) => {
+          progress?.clear();
+          const ev = e.evaluation;
+          const evalText = ev ? `; eval loss ${ev.loss.toFixed(4)}${ev.accuracy !== undefined ? `, accuracy ${(100 * ev.accuracy).toFixed(2)}%` : ''} on ${ev.samples}` : '';
+          console.log(`epoch ${e.epoch + 1}: mean loss ${e.meanLoss.toFixed(4)} (${e.steps} steps, ${e.time.toFixed(1)} s)${evalText}`);
+          if (ev && values.log) writeLog(`${JSON.stringify({ epoch: e.epoch, eval_loss: ev.loss, ...(ev.accuracy !== undefined ? { eval_accuracy: ev.accuracy } : {}) })}\n`);
+          await saveCheckpoint();
+        },
+      });
+      progress?.clear();
+      await saveCheckpoint();
+      if (result.interrupted) {
+        throw new InterruptedError(`interrupted after step ${trainer.step}${checkpointPath ? `; ${checkpointPath} holds the run: continue it with --resume ${checkpointPath}` : ''}`);
+      }
+      console.log(`done: ${result.steps} steps in ${result.seconds.toFixed(1)} s, final minibatch loss ${result.finalLoss.toFixed(4)}${result.skippedSteps ? `, ${result.skippedSteps} non-finite steps skipped` : ''}`);
+    }
     if (values.out) {
       writeFileAtomic(values.out as string, await trainer.exportModel());
       console.log(`wrote ${values.out}`);
     }
   } finally {
+    process.off('SIGINT', onInterrupt);
     progress?.clear();
     await new Promise<void>((resolve) => (log ? log.end(() => resolve()) : resolve()));
     await trainer.dispose();
   }
 }
 
-const OPTIMIZERS = ['sgd', 'adam', 'rmsprop', 'kfac', 'shampoo', 'kbfgs', 'kbfgs-l', 'kfqn', 'kfqn-l'] as const;
-type OptimizerName = (typeof OPTIMIZERS)[number];
+const TRAIN_OPTIONS = {
+  ...lossOptions, data: { type: 'string' }, limit: { type: 'string' }, eval: { type: 'string' }, target: { type: 'string' },
+  'batch-size': { type: 'string' }, epochs: { type: 'string' }, steps: { type: 'string' },
+  'no-shuffle': { type: 'boolean' }, seed: { type: 'string' },
+  optimizer: { type: 'string' }, lr: { type: 'string' }, momentum: { type: 'string' }, nesterov: { type: 'boolean' },
+  beta1: { type: 'string' }, beta2: { type: 'string' }, eps: { type: 'string' },
+  'weight-decay': { type: 'string' }, 'decoupled-weight-decay': { type: 'boolean' },
+  damping: { type: 'string' }, history: { type: 'string' }, 'stat-decay': { type: 'string' }, 'damping-mode': { type: 'string' },
+  'warm-start': { type: 'boolean' }, 'no-warm-start': { type: 'boolean' }, 'stat-interval': { type: 'string' }, 'inverse-interval': { type: 'string' },
+  'root-interval': { type: 'string' }, 'root-iterations': { type: 'string' }, fisher: { type: 'string' }, 'stat-warmup': { type: 'boolean' }, 'no-stat-warmup': { type: 'boolean' }, 'paper-compat': { type: 'boolean' }, 'abar-bias': { type: 'string' },
+  'a-side': { type: 'string' }, 'a-history': { type: 'string' }, 'conv-damping': { type: 'string' }, variant: { type: 'string' }, 'step-power': { type: 'string' },
+  'curvature-interval': { type: 'string' }, 'g-init': { type: 'string' }, 'a-init': { type: 'string' }, ep: { type: 'string' }, log: { type: 'string' }, out: { type: 'string', short: 'o' }, quiet: { type: 'boolean' },
+  checkpoint: { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'string' },
+} as const;
+
+const OPTIMIZERS = Object.keys(OPTIMIZER_FACTORIES) as OptimizerName[];
 
 /** Which optimizers take each optimizer-specific flag (the rest take --lr, --weight-decay, --decoupled-weight-decay). */
 const FLAG_OWNERS: Record<string, readonly OptimizerName[]> = {
@@ -185,7 +239,8 @@ const FLAG_OWNERS: Record<string, readonly OptimizerName[]> = {
   'stat-warmup': ['kfac'], 'no-stat-warmup': ['kfac'],
 };
 
-function makeOptimizer(name: OptimizerName, values: Record<string, unknown>) {
+/** The options of optimizer `name` that the flags in `values` set (the rest are left to its defaults). */
+function optimizerSettings(name: OptimizerName, values: Record<string, unknown>): Record<string, unknown> {
   // One command line for every optimizer (the papers' comparisons pass --lr and --damping to each):
   // Shampoo's damping is its ε; a first-order method has none, which is said, not fatal.
   if (values.damping !== undefined && name === 'shampoo') {
@@ -217,8 +272,7 @@ function makeOptimizer(name: OptimizerName, values: Record<string, unknown>) {
         damping: num('damping'), dampingMode: choice('damping-mode', ['neurips', 'lm'] as const), abarBias: choice('abar-bias', ['mean', 'one'] as const),
         history: int('history'), curvatureInterval: int('curvature-interval'), gInit: choice('g-init', ['identity', 'factor'] as const),
       });
-      if (name === 'kbfgs') return kbfgs({ ...curvature, ...quasiNewton });
-      if (name === 'kbfgs-l') return kbfgsL({ ...curvature, ...quasiNewton });
+      if (name === 'kbfgs' || name === 'kbfgs-l') return { ...curvature, ...quasiNewton };
       const o = {
         ...common, ...quasiNewton, ...defined({
           aSide: choice('a-side', ['dense', 'lbfgs'] as const), aHistory: int('a-history'), aInit: choice('a-init', ['pair', 'factor'] as const), convDamping: choice('conv-damping', ['plain', 'sqrt-t'] as const),
@@ -228,23 +282,23 @@ function makeOptimizer(name: OptimizerName, values: Record<string, unknown>) {
       if (values['a-history'] !== undefined && o.aSide !== 'lbfgs') throw new UsageError('--a-history is the memory of --a-side lbfgs; give --a-side lbfgs too');
       if (values['a-init'] !== undefined && o.aSide !== 'lbfgs') throw new UsageError('--a-init sets the H0 of --a-side lbfgs (a dense H_a starts from (A_B + λ_A·I)⁻¹); give --a-side lbfgs too');
       if (values['step-power'] !== undefined && o.variant !== 'convergent') throw new UsageError('--step-power sets the decay of --variant convergent; give --variant convergent too');
-      return name === 'kfqn' ? kfqn(o) : kfqnL(o);
+      return o;
     }
     case 'kfac':
-      return kfac({
+      return {
         ...curvature, ...defined({
           damping: num('damping'), statInterval: int('stat-interval'), inverseInterval: int('inverse-interval'),
           fisher: values.fisher === undefined ? undefined : oneOf(values.fisher, ['sampled', 'empirical'] as const, '--fisher'),
           statWarmup: values['no-stat-warmup'] === true ? false : undefined,
         }),
-      });
+      };
     case 'shampoo':
-      return shampoo({ ...curvature, ...defined({ epsilon: num('eps'), statInterval: int('stat-interval'), rootInterval: int('root-interval'), rootIterations: int('root-iterations') }) });
-    case 'sgd': return sgd({ ...common, ...defined({ nesterov: values.nesterov === true, paperCompat: values['paper-compat'] === true }) });
-    case 'rmsprop': return rmsprop({ ...common, ...defined({ decay: num('beta2', {}), eps: num('eps'), warmStart: values['no-warm-start'] === true ? false : undefined }) });
+      return { ...curvature, ...defined({ epsilon: num('eps'), statInterval: int('stat-interval'), rootInterval: int('root-interval'), rootIterations: int('root-iterations') }) };
+    case 'sgd': return { ...common, ...defined({ nesterov: values.nesterov === true, paperCompat: values['paper-compat'] === true }) };
+    case 'rmsprop': return { ...common, ...defined({ decay: num('beta2', {}), eps: num('eps'), warmStart: values['no-warm-start'] === true ? false : undefined }) };
     case 'adam': {
       const { momentum: _, ...rest } = common;
-      return adam({ ...rest, ...defined({ beta1: num('beta1', {}), beta2: num('beta2', {}), eps: num('eps'), paperCompat: values['paper-compat'] === true }) });
+      return { ...rest, ...defined({ beta1: num('beta1', {}), beta2: num('beta2', {}), eps: num('eps'), paperCompat: values['paper-compat'] === true }) };
     }
   }
 }
@@ -252,4 +306,52 @@ function makeOptimizer(name: OptimizerName, values: Record<string, unknown>) {
 /** The options the command line sets: undefined ones are left to the optimizer's defaults (false is a setting: --no-warm-start). */
 function defined<T extends Record<string, unknown>>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// --resume: the checkpoint's command line under the flags given now
+
+interface SavedCommandLine { values: Record<string, unknown>; positionals: string[] }
+
+/** Flags whose value is a path, and data specs that hold one (idx:DIR). */
+const PATH_FLAGS = ['log', 'out', 'checkpoint'];
+const DATA_FLAGS = ['data', 'eval'];
+
+/** The command line to keep in a checkpoint: paths absolute, so that --resume works from any directory. */
+function savedCommandLine(values: Record<string, unknown>, positionals: string[]): SavedCommandLine {
+  const kept: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(values)) {
+    if (v === undefined || k === 'resume' || k === 'help') continue;
+    if (PATH_FLAGS.includes(k)) kept[k] = resolve(v as string);
+    else if (DATA_FLAGS.includes(k) && typeof v === 'string' && v.startsWith('idx:')) kept[k] = `idx:${resolve(v.slice(4))}`;
+    else kept[k] = v;
+  }
+  return { values: kept, positionals: positionals.map((p) => resolve(p)) };
+}
+
+function readResume(path: string): { path: string; bytes: Uint8Array; header: CheckpointHeader } {
+  const bytes = readCheckpointFile(path);
+  return { path, bytes, header: decodeCheckpoint(bytes, path).header };
+}
+
+/**
+ * The run to resume: the checkpoint's command line (for one written by the API: its optimizer, loss
+ * and batch plan) with the flags given now over it.
+ */
+function resumedCommandLine(given: { values: Record<string, unknown>; positionals: string[] }, header: CheckpointHeader): { values: Record<string, unknown>; positionals: string[] } {
+  const named = given.values.optimizer;
+  if (named !== undefined && named !== header.optimizer.name) throw new UsageError(`the checkpoint holds a ${header.optimizer.name} run; --optimizer ${named} cannot continue it`);
+  const saved = header.run?.commandLine as SavedCommandLine | undefined;
+  const plan = header.position.plan;
+  const base: Record<string, unknown> = saved?.values ?? {
+    optimizer: header.optimizer.name, loss: header.training.loss, reduction: header.training.reduction, target: header.training.target, batchnorm: header.training.batchnorm,
+    ...(plan ? { 'batch-size': String(plan.batchSize), seed: String(plan.seed), ...(plan.shuffle ? {} : { 'no-shuffle': true }) } : {}),
+  };
+  // A switch given now replaces its opposite on the saved command line.
+  const kept = { ...base };
+  for (const [on, off] of [['warm-start', 'no-warm-start'], ['stat-warmup', 'no-stat-warmup']]) {
+    if (given.values[on] !== undefined) delete kept[off];
+    if (given.values[off] !== undefined) delete kept[on];
+  }
+  return { values: { ...kept, ...given.values }, positionals: given.positionals.length ? given.positionals : saved?.positionals ?? [] };
 }

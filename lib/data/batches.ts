@@ -29,6 +29,8 @@ export interface BatchOptions {
   epoch: number;
   /** Skip the last batch when it is shorter than batchSize. Default false: it is yielded. */
   dropLast?: boolean;
+  /** Start at this batch index of the epoch (default 0): the rest of an epoch stopped part-way. */
+  from?: number;
 }
 
 /** Number of batches one epoch yields. */
@@ -111,8 +113,10 @@ export function* batches(ds: Dataset, opts: BatchOptions): Generator<Batch> {
     throw new DataError(`batches('${ds.name}'): ${ds.labels.length} labels for ${ds.size} samples`);
   }
   words(epoch, 'epoch');
+  const from = opts.from ?? 0;
+  if (!Number.isInteger(from) || from < 0) throw new DataError(`from must be an integer >= 0, got ${from}`);
   const order = shuffle ? epochPermutation(ds.size, seed, epoch) : null;
-  for (let b = 0; b < count; b++) {
+  for (let b = from; b < count; b++) {
     const start = b * batchSize;
     const n = Math.min(batchSize, ds.size - start);
     const inputs = new Float32Array(n * per);

@@ -29,6 +29,11 @@ export function readTensorFile(path: string): TensorData {
   return tensorFromProto(decodeTensor(readBytes(path, 'tensor file'), basename(path)));
 }
 
+/** The bytes of a checkpoint file (decode them with Trainer.restore). */
+export function readCheckpointFile(path: string): Uint8Array {
+  return readBytes(path, 'checkpoint file');
+}
+
 /** Writes through a temporary file and a rename, so a failure leaves no partial output. */
 export function writeFileAtomic(path: string, data: Uint8Array | string): void {
   mkdirSync(dirname(resolve(path)), { recursive: true });

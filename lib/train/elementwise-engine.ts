@@ -5,6 +5,7 @@ import { buildTrainingGraph, encodeModel, type onnx, type TrainingGraph, type Tr
 import type { ElementwiseOptimizer } from '../optim/optimizer.js';
 import type { Backend, Session, Tensor } from '../runtime/backend.js';
 import { buildStepGraph, stepName, type StepGraph } from './step-graph.js';
+import type { EngineCounters, EngineSnapshot } from './trainer.js';
 
 export interface EngineStep { loss: number; skipped: boolean; powellShare?: number; skippedShare?: number }
 
@@ -80,6 +81,17 @@ export class ElementwiseEngine {
   }
 
   get training() { return this.graph.training; }
+
+  /** The step count comes from the Trainer each step; only the warm start is the engine's. */
+  get counters(): EngineCounters { return { t: 0, initialised: this.initialised }; }
+  get inputNames(): ReadonlySet<string> { return new Set(this.session.inputNames); }
+
+  restore(s: EngineSnapshot): void {
+    this.params = s.params;
+    this.buffers = s.buffers;
+    this.state = s.state;
+    this.initialised = s.counters.initialised;
+  }
 
   /** One update at optimizer step t (1-based); a non-finite loss leaves everything unchanged. */
   async step(data: Record<string, Tensor>, t: number): Promise<EngineStep> {

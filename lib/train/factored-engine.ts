@@ -18,7 +18,7 @@ export class FactoredEngine extends PreconditionedEngine {
     backend: Backend,
     private readonly opt: FactoredOptimizer,
     graph: StepGraph,
-    private readonly sessions: { step: Session; preconditioners: Session },
+    protected readonly sessions: { step: Session; preconditioners: Session },
   ) {
     super(backend, graph);
     for (const l of graph.layers) {

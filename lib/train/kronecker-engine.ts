@@ -28,7 +28,7 @@ export class KroneckerEngine extends PreconditionedEngine {
     backend: Backend,
     private readonly opt: KroneckerOptimizer,
     readonly direction: StepGraph & { secondPassFused: boolean },
-    private readonly sessions: { direction: Session; curvature?: Session; update: Session; action?: Session },
+    protected readonly sessions: { direction: Session; curvature?: Session; update: Session; action?: Session },
     private readonly model: onnx.ModelProto,
     private readonly spec: Spec,
     private readonly damping: LayerDamping,

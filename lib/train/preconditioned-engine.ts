@@ -4,6 +4,7 @@
 import type { TensorData } from '../../graph-tools/index.js';
 import { kname, type StepGraph } from '../optim/preconditioned-step.js';
 import type { Backend, Session, Tensor } from '../runtime/backend.js';
+import type { EngineCounters, EngineSnapshot } from './trainer.js';
 
 export type Feeds = Record<string, Tensor>;
 
@@ -57,6 +58,22 @@ export abstract class PreconditionedEngine {
 
   /** The training graph of the step: data inputs, target and output, for the batch feeds. */
   get training() { return this.stepGraph.training; }
+
+  get counters(): EngineCounters { return { t: this.t, initialised: this.initialised }; }
+
+  /** Every input of the sessions a step runs. */
+  protected abstract readonly sessions: Readonly<Record<string, Session | undefined>>;
+  get inputNames(): ReadonlySet<string> {
+    return new Set(Object.values(this.sessions).flatMap((s) => (s ? s.inputNames : [])));
+  }
+
+  restore(s: EngineSnapshot): void {
+    this.params = s.params;
+    this.buffers = s.buffers;
+    this.state = s.state;
+    this.t = s.counters.t;
+    this.initialised = s.counters.initialised;
+  }
 
   /** Exactly the inputs `session` declares, from the batch, the scalars, parameters, buffers and state. */
   protected feeds(session: Session, data: Feeds, scalars: Record<string, number> = {}, extra: Feeds = {}): Feeds {

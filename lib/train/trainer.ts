@@ -1,7 +1,7 @@
 // The training loop: batches in, one fused step graph run per step, parameters kept as runtime
 // tensors, the user's own model out.
 import { buildEvaluationGraph, encodeModel, withTrainedParameters, type BatchNormMode, type TrainingGraph, type Dim, type EvaluationGraph, type LossSpec, type onnx, type TensorData } from '../../graph-tools/index.js';
-import { batches, type Batch, type Dataset } from '../data/index.js';
+import { batches, batchesPerEpoch, type Batch, type Dataset } from '../data/index.js';
 import type { ElementwiseOptimizer } from '../optim/optimizer.js';
 import type { KroneckerOptimizer } from '../optim/kbfgs.js';
 import type { FactoredOptimizer } from '../optim/kfac.js';
@@ -10,6 +10,9 @@ import { KroneckerEngine } from './kronecker-engine.js';
 import { FactoredEngine } from './factored-engine.js';
 import type { Backend, Session, Tensor, TensorArray } from '../runtime/backend.js';
 import { InputError } from '../errors.js';
+import {
+  CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkSameTensors, decodeCheckpoint, encodeCheckpoint, type BatchPlan, type CheckpointHeader, type DataPosition,
+} from './checkpoint.js';
 
 export type TargetKind = 'label' | 'input';
 
@@ -51,9 +54,15 @@ export interface FitOptions {
   evaluationData?: Dataset;
   onStep?: (info: StepInfo) => void | Promise<void>;
   onEpoch?: (info: EpochInfo) => void | Promise<void>;
+  /** Aborting it stops fit() before its next step (the step under way finishes): Ctrl-C in the CLI. */
+  signal?: AbortSignal;
 }
 
-export interface FitResult { steps: number; epochs: number; skippedSteps: number; finalLoss: number; seconds: number }
+/** `epochs`: the epochs fit() went through, the one it finished from an earlier stop included; `interrupted`: stopped by `signal`. */
+export interface FitResult { steps: number; epochs: number; skippedSteps: number; finalLoss: number; seconds: number; interrupted: boolean }
+
+/** What restore() found: the optimizer options that differ from the checkpoint's run (this trainer's apply). */
+export interface RestoreResult { changedOptions: { option: string; saved: unknown; now: unknown }[]; header: CheckpointHeader }
 
 /** What the Trainer needs of an optimizer's driver (elementwise-engine.ts, kronecker-engine.ts). */
 interface Engine {
@@ -69,7 +78,16 @@ interface Engine {
   /** KF-QN's convergent variant: curvature pairs from a batch independent of the step's. */
   readonly wantsCurvatureBatch?: boolean;
   initialise?(batchFeeds: Iterable<Record<string, Tensor>>): Promise<void>;
+  /** The engine's counters, for a checkpoint: its update count and whether its curvature was set up. */
+  readonly counters: EngineCounters;
+  /** Every input of the engine's graphs: the optimizer state names it can take back. */
+  readonly inputNames: ReadonlySet<string>;
+  /** Replaces parameters, running statistics, optimizer state and counters (checked by the Trainer). */
+  restore(s: EngineSnapshot): void;
 }
+
+export interface EngineCounters { t: number; initialised: boolean }
+export interface EngineSnapshot { params: Map<string, Tensor>; buffers: Map<string, Tensor>; state: Map<string, Tensor>; counters: EngineCounters }
 
 export class Trainer {
   /** Steps attempted (what logs count) and updates applied (what the optimizer's step t counts). */
@@ -78,6 +96,10 @@ export class Trainer {
   private skipped = 0;
   private last?: EngineStep;
   private evaluation?: { graph: EvaluationGraph; session: Session };
+  /** Where fit() stands in its batches; a checkpoint carries it, so that a restored run continues there. */
+  private position: DataPosition = { epoch: 0, batch: 0, curvatureDraws: 0 };
+  /** A restored position that fit() has not continued yet: it must get the same batch plan. */
+  private resumePending = false;
 
   private constructor(
     readonly backend: Backend,
@@ -142,19 +164,32 @@ export class Trainer {
     await this.engine.initialise(feeds);
   }
 
+  /**
+   * Trains on `data` for `epochs` more epochs (default 1) or `steps` more steps, whichever ends
+   * first. It continues where the trainer stands: after a stop mid-epoch (`steps`, `signal`, or a
+   * restored checkpoint) it first finishes that epoch with the same batches, which counts as one of
+   * the `epochs`; epoch indices (and so the shuffles) continue from earlier fits.
+   */
   async fit(data: Dataset, options: FitOptions): Promise<FitResult> {
     const epochs = options.epochs ?? (options.steps ? Infinity : 1);
     const maxSteps = options.steps ?? Infinity;
     if (!(options.batchSize >= 1)) throw new InputError('batch size must be ≥ 1');
+    const plan: BatchPlan = { batchSize: options.batchSize, shuffle: options.shuffle ?? true, seed: options.seed ?? 0, samples: data.size };
+    this.continueWith(plan);
     if (this.engine.initialise && !this.engine.initialized && this.engine.wantsWarmStart) await this.warmStart(data, options.batchSize);
     const start = performance.now();
-    let steps = 0; let epoch = 0; let finalLoss = NaN;
-    const curvatureBatches = this.wantsCurvatureBatch ? independentBatches(data, options.batchSize, options.seed ?? 0) : undefined;
-    for (; epoch < epochs && steps < maxSteps; epoch++) {
+    const perEpoch = batchesPerEpoch(data.size, plan.batchSize);
+    let steps = 0; let epochsRun = 0; let finalLoss = NaN; let interrupted = false;
+    const curvatureBatches = this.wantsCurvatureBatch ? independentBatches(data, plan, this.position.curvatureDraws) : undefined;
+    while (epochsRun < epochs && steps < maxSteps && !interrupted) {
+      const epoch = this.position.epoch;
       let sum = 0; let n = 0;
-      for (const batch of batches(data, { batchSize: options.batchSize, shuffle: options.shuffle ?? true, seed: options.seed ?? 0, epoch })) {
+      for (const batch of batches(data, { ...plan, epoch, from: this.position.batch })) {
         if (steps >= maxSteps) break;
+        if (options.signal?.aborted) { interrupted = true; break; }
         const { loss, skipped } = await this.trainStep(batch, curvatureBatches?.next().value);
+        this.position.batch = batch.index + 1;
+        if (curvatureBatches) this.position.curvatureDraws++;
         steps++;
         finalLoss = loss;
         if (!skipped) { sum += loss; n++; }
@@ -163,10 +198,89 @@ export class Trainer {
           ...(this.last?.powellShare !== undefined ? { powellDamped: this.last.powellShare, skippedUpdates: this.last.skippedShare } : {}),
         });
       }
-      const evaluation = options.evaluationData ? await this.evaluate(options.evaluationData, options.batchSize) : undefined;
+      if (this.position.batch >= perEpoch) this.position = { ...this.position, epoch: epoch + 1, batch: 0 };
+      epochsRun++;
+      // An epoch cut short by `steps` reports what it trained; one cut by the signal does not.
+      if (interrupted && n === 0) break;
+      const evaluation = options.evaluationData && !interrupted ? await this.evaluate(options.evaluationData, options.batchSize) : undefined;
       await options.onEpoch?.({ epoch, steps: n, meanLoss: sum / Math.max(1, n), time: (performance.now() - start) / 1000, evaluation });
     }
-    return { steps, epochs: epoch, skippedSteps: this.skipped, finalLoss, seconds: (performance.now() - start) / 1000 };
+    return { steps, epochs: epochsRun, skippedSteps: this.skipped, finalLoss, seconds: (performance.now() - start) / 1000, interrupted };
+  }
+
+  /**
+   * Sets the batch plan of a fit: mid-epoch with the same plan, it goes on from the next batch;
+   * with another plan it starts the next epoch, unless the position comes from a checkpoint, which
+   * only the run's own plan continues faithfully.
+   */
+  private continueWith(plan: BatchPlan): void {
+    const p = this.position;
+    const same = p.plan !== undefined && (Object.keys(plan) as (keyof BatchPlan)[]).every((k) => p.plan![k] === plan[k]);
+    if (p.batch > 0 && !same) {
+      if (this.resumePending) {
+        throw new InputError(`the checkpoint stopped after batch ${p.batch} of epoch ${p.epoch + 1} of ${describePlan(p.plan!)}; fit() was given ${describePlan(plan)}: `
+          + 'give the same data, batch size, shuffle and seed to finish that epoch as the run would have');
+      }
+      this.position = { ...p, epoch: p.epoch + 1, batch: 0 };
+    }
+    this.position.plan = plan;
+    this.resumePending = false;
+  }
+
+  /**
+   * A checkpoint of the run: parameters, running statistics, the optimizer's state and counters and
+   * where fit() stands in its batches (see checkpoint.ts). `run` is kept as given, for the caller
+   * (the CLI keeps its command line there).
+   */
+  async checkpoint(run?: Record<string, unknown>): Promise<Uint8Array> {
+    const opt = this.options.optimizer;
+    const header: CheckpointHeader = {
+      format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION,
+      optimizer: { name: opt.name, options: { ...opt.options } },
+      training: { loss: this.options.kind, reduction: this.options.reduction, target: this.options.target ?? 'label', batchnorm: this.options.batchnorm ?? 'frozen' },
+      trainer: { steps: this.t, updates: this.updates, skipped: this.skipped },
+      engine: this.engine.counters,
+      position: structuredClone(this.position),
+      tensors: [],
+      ...(run ? { run } : {}),
+    };
+    return encodeCheckpoint({ header, tensors: { param: await this.read(this.params), buffer: await this.read(this.buffers), state: await this.read(this.engine.optimizerState) } });
+  }
+
+  /**
+   * Continues from a checkpoint of this model and optimizer: after restore(), fit() with the same
+   * data and batch settings takes the steps the checkpointed run would have taken next. Every tensor
+   * is checked before anything changes; a checkpoint of another model, optimizer or optimizer
+   * setting is refused naming what differs. The optimizer's hyper-parameters are this trainer's:
+   * those that differ from the checkpoint's run are returned.
+   */
+  async restore(bytes: Uint8Array, source = 'checkpoint'): Promise<RestoreResult> {
+    const { header, tensors } = decodeCheckpoint(bytes, source);
+    const opt = this.options.optimizer;
+    if (header.optimizer.name !== opt.name) throw new InputError(`${source} holds ${header.optimizer.name} state; this run's optimizer is ${opt.name}`);
+    const shapes = (m: ReadonlyMap<string, Tensor>) => new Map([...m].map(([k, t]) => [k, { dtype: t.type as TensorData['dtype'], dims: t.dims }]));
+    for (const [group, current, what] of [['param', this.params, 'parameter'], ['buffer', this.buffers, 'running statistic']] as const) {
+      checkSameTensors(what, source, tensors[group], shapes(current));
+      const extra = [...tensors[group].keys()].find((k) => !current.has(k));
+      if (extra) throw new InputError(`${source} has a ${what} '${extra}' that this model does not: it was saved from another model`);
+    }
+    // The state held now (before any step) must all be there; the rest (what initialisation adds) must be inputs of this optimizer's graphs.
+    checkSameTensors('optimizer state', source, tensors.state, shapes(this.engine.optimizerState));
+    const foreign = [...tensors.state.keys()].find((k) => !this.engine.inputNames.has(k));
+    if (foreign) throw new InputError(`${source} holds optimizer state '${foreign}' that this ${opt.name} setting does not use: it was saved with other options (${JSON.stringify(header.optimizer.options)})`);
+    const toTensors = (m: Map<string, TensorData>) => new Map([...m].map(([k, t]) => [k, this.backend.tensor(t.dtype as 'float32', t.data as Float32Array, t.dims)]));
+    this.engine.restore({ params: toTensors(tensors.param), buffers: toTensors(tensors.buffer), state: toTensors(tensors.state), counters: header.engine });
+    this.t = header.trainer.steps;
+    this.updates = header.trainer.updates;
+    this.skipped = header.trainer.skipped;
+    this.last = undefined;
+    this.position = structuredClone(header.position);
+    this.resumePending = true;
+    const now = opt.options as Record<string, unknown>;
+    const keys = new Set([...Object.keys(header.optimizer.options), ...Object.keys(now)]);
+    const changedOptions = [...keys].filter((k) => JSON.stringify(header.optimizer.options[k]) !== JSON.stringify(now[k]))
+      .map((option) => ({ option, saved: header.optimizer.options[option], now: now[option] }));
+    return { changedOptions, header };
   }
 
   /** Current parameter values, copied out of the runtime. */
@@ -175,7 +289,7 @@ export class Trainer {
   /** Current BatchNormalization running statistics ('train' mode; empty otherwise). */
   async runningStatistics(): Promise<Map<string, TensorData>> { return this.read(this.buffers); }
 
-  private async read(tensors: Map<string, Tensor>): Promise<Map<string, TensorData>> {
+  private async read(tensors: ReadonlyMap<string, Tensor>): Promise<Map<string, TensorData>> {
     const out = new Map<string, TensorData>();
     for (const [name, t] of tensors) {
       const data = await this.backend.read(t);
@@ -245,8 +359,15 @@ export class Trainer {
  * An endless stream of batches drawn independently of the training stream: its own shuffle seed
  * (even with --no-shuffle, whose file order would replay the step's own batches), epoch after epoch.
  */
-function* independentBatches(data: Dataset, batchSize: number, seed: number): Generator<Batch, never> {
-  for (let epoch = 0; ; epoch++) yield* batches(data, { batchSize, shuffle: true, seed: seed + 0x9e3779b9, epoch });
+function* independentBatches(data: Dataset, plan: BatchPlan, drawn: number): Generator<Batch, never> {
+  const perEpoch = batchesPerEpoch(data.size, plan.batchSize);
+  for (let epoch = Math.floor(drawn / perEpoch), from = drawn % perEpoch; ; epoch++, from = 0) {
+    yield* batches(data, { batchSize: plan.batchSize, shuffle: true, seed: plan.seed + 0x9e3779b9, epoch, from });
+  }
+}
+
+function describePlan(p: BatchPlan): string {
+  return `batches of ${p.batchSize} from ${p.samples} samples, ${p.shuffle ? `shuffled with seed ${p.seed}` : 'in file order'}`;
 }
 
 function graphOptions(o: TrainerOptions) {

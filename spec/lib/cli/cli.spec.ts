@@ -2,6 +2,7 @@
 // and exit codes, and --help. Commands run in-process through main(argv) with the console
 // captured; a few run as `node --import tsx lib/cli/main.ts` to check the process exit code.
 import { expect } from 'chai';
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -352,6 +353,66 @@ describe('kfqn CLI', function () {
         expect(r.code, extra.join(' ')).to.equal(2);
         expect(r.stderr).to.match(error);
       }
+    });
+  });
+
+  describe('train: checkpoints', () => {
+    // The tiny autoencoder on the 12 fixture images, shuffled, batches of 4 (3 an epoch).
+    const base = (model: string) => [model, '--data', IDX, '--target', 'input', '--loss', 'bce-with-logits', '--batch-size', '4', '--seed', '3',
+      '--optimizer', 'kbfgs-l', '--history', '3', '--lr', '0.1', '--quiet'];
+    const losses = (log: string) => readJsonLines(log).map((e) => [e.step, e.epoch, e.loss]);
+
+    it('--checkpoint then --resume FILE alone: the run goes on from its step, with its own command line, as if never stopped', async () => {
+      const model = writeModel(join(tmp, 'ck_ae.onnx'), tinyAutoencoderModel());
+      const [log, straightLog, ck, out] = ['ck.jsonl', 'ck_straight.jsonl', 'run.kfqn', 'ck_out.onnx'].map((f) => join(tmp, f));
+      expectOk(await runCli(['train', ...base(model), '--steps', '7', '--log', straightLog]));
+      expectOk(await runCli(['train', ...base(model), '--steps', '4', '--log', log, '--checkpoint', ck]));
+      expect(existsSync(ck)).to.equal(true);
+      // Model, data, optimizer and log come from the checkpoint; --steps counts the whole run.
+      const r = await runCli(['train', '--resume', ck, '--steps', '7', '--out', out]);
+      expectOk(r);
+      expect(r.stdout).to.match(/^resuming .*run\.kfqn at step 4 \(epoch 2, after its batch 1\)$/m);
+      expect(r.stdout).to.match(/kbfgs-l .*"lr":0\.1.*3 steps on cpu/);
+      expect(losses(log)).to.deep.equal(losses(straightLog));
+      expect(existsSync(out)).to.equal(true);
+      // The checkpoint was rewritten at the end: resuming it again has nothing left to do.
+      const again = await runCli(['train', '--resume', ck, '--steps', '7']);
+      expectOk(again);
+      expect(again.stdout).to.match(/nothing to train: the checkpoint's run is at step 7/);
+    });
+
+    it('--resume with flags: they override the saved ones, and a changed hyper-parameter is said', async () => {
+      const model = writeModel(join(tmp, 'ck_ae2.onnx'), tinyAutoencoderModel());
+      const ck = join(tmp, 'run2.kfqn');
+      expectOk(await runCli(['train', ...base(model), '--steps', '2', '--checkpoint', ck]));
+      const r = await runCli(['train', '--resume', ck, '--steps', '3', '--lr', '0.05']);
+      expectOk(r);
+      expect(r.stdout).to.match(/^ {2}lr: 0\.05 \(the checkpoint's run had 0\.1\)$/m);
+      expectOneLineError(await runCli(['train', '--resume', ck, '--optimizer', 'adam']), 'kfqn train: ', /holds a kbfgs-l run; --optimizer adam cannot continue it/, 2);
+      expectOneLineError(await runCli(['train', '--resume', join(tmp, 'missing.kfqn')]), 'kfqn train: ', /checkpoint file not found: .*missing\.kfqn/, 1);
+      expectOneLineError(await runCli(['train', '--resume', model]), 'kfqn train: ', /ck_ae2\.onnx is an ONNX model, not a kfqn checkpoint/, 1);
+      expectOneLineError(await runCli(['train', ...base(model), '--steps', '1', '--checkpoint-every', '2']), 'kfqn train: ', /--checkpoint-every N needs --checkpoint FILE/, 2);
+    });
+
+    it('Ctrl-C (SIGINT) stops after the step under way, writes the checkpoint, exits 130; --resume then continues', async function () {
+      this.timeout(60_000);
+      const model = writeModel(join(tmp, 'ck_ae3.onnx'), tinyAutoencoderModel());
+      const [log, ck] = ['sigint.jsonl', 'sigint.kfqn'].map((f) => join(tmp, f));
+      const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli/main.ts', 'train', ...base(model), '--epochs', '100000', '--log', log, '--checkpoint', ck, '--checkpoint-every', '1000000'],
+        { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+      const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+      while (!existsSync(log) || lines(readFileSync(log, 'utf8')).length < 5) await new Promise((r) => setTimeout(r, 50));
+      child.kill('SIGINT');
+      expect(await exited, stderr).to.equal(130);
+      expect(stderr).to.match(/interrupted, stopping after this step and writing .*sigint\.kfqn/);
+      expect(stderr).to.match(/kfqn train: interrupted after step (\d+); .*sigint\.kfqn holds the run: continue it with --resume/);
+      const stoppedAt = Number(/interrupted after step (\d+)/.exec(stderr)![1]);
+      expect(readJsonLines(log)).to.have.length(stoppedAt);
+      const r = await runCli(['train', '--resume', ck, '--steps', String(stoppedAt + 2)]);
+      expectOk(r);
+      expect(readJsonLines(log).map((e) => e.step)).to.deep.equal(Array.from({ length: stoppedAt + 2 }, (_, i) => i + 1));
     });
   });
 

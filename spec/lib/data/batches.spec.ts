@@ -70,6 +70,15 @@ describe('data/batches', () => {
     expect(new Set(bs.flatMap(ids)).size).to.equal(8);
   });
 
+  it('from: the rest of an epoch, the same batches with their indices', () => {
+    const opts = { batchSize: 3, shuffle: true, seed: 4, epoch: 2 };
+    const all = [...batches(indexed(10), opts)];
+    const rest = [...batches(indexed(10), { ...opts, from: 2 })];
+    expect(rest.map((b) => [b.index, ids(b)])).to.deep.equal(all.slice(2).map((b) => [b.index, ids(b)]));
+    expect([...batches(indexed(10), { ...opts, from: 4 })]).to.have.length(0);
+    expect(() => [...batches(indexed(10), { ...opts, from: -1 })]).to.throw(/from must be an integer >= 0/);
+  });
+
   it('copies into fresh buffers', () => {
     const ds = indexed(6);
     const [b] = batches(ds, { batchSize: 6, shuffle: false, seed: 0, epoch: 0 });
