@@ -256,6 +256,31 @@ describe('runtime backends: CPU, WASM and WebGPU agree in float32', function () 
       expectSame(await steps(gpu, lbfgsBoth()), await steps(cpu, lbfgsBoth()), 'webgpu');
     });
 
+    // A checkpoint reads every state tensor back from the provider: after step 1 on WASM or WebGPU,
+    // restored on the same provider and on CPU, steps 2 and 3 are CPU's.
+    it('a checkpoint after step 1 on WASM and WebGPU resumes there and on CPU: steps 2 and 3 give CPU\'s losses and parameters', async function () {
+      const gpu = needWebGpu(this);
+      const optimizer = () => kfqnL({ history: 3, curvatureInterval: 2 });
+      const reference = await steps(cpu, optimizer());
+      const make = (b: Backend) => Trainer.create(b, tinyCnnOnnx(makeTinyCnn()), { kind: 'cross-entropy', reduction: 'mean', optimizer: optimizer(), target: 'label' });
+      for (const [name, written] of [['wasm', wasm], ['webgpu', gpu]] as const) {
+        const first = await make(written);
+        const losses = [(await first.trainStep(tinyCnnBatch(1))).loss];
+        const bytes = await first.checkpoint();
+        await first.dispose();
+        for (const resumedOn of [written, cpu]) {
+          const resumed = await make(resumedOn);
+          try {
+            await resumed.restore(bytes);
+            const rest = [(await resumed.trainStep(tinyCnnBatch(2))).loss, (await resumed.trainStep(tinyCnnBatch(3))).loss];
+            expectSame({ losses: [...losses, ...rest], params: await resumed.parameters() }, reference, `written on ${name}, resumed on ${resumedOn.ep}`);
+          } finally {
+            await resumed.dispose();
+          }
+        }
+      }
+    });
+
     // Steps 1 and 3 update the curvature, step 2 runs the direction graph with its If off.
     const gated = () => kfqn({ curvatureInterval: 2 });
     it('kfqn --curvature-interval 2 (the direction graph\'s If) on WASM and WebGPU gives CPU\'s losses and parameters', async function () {
