@@ -3,7 +3,7 @@
 // training loss (the NeurIPS criterion, §7), training loss plotted against time and epochs.
 //
 // Usage: npx tsx scripts/paper/reproduce-kbfgs.ts [--datasets mnist,fashion]
-//          [--optimizers sgd,adam,rmsprop,kfac,shampoo,kbfgs,kbfgs-l] [--seconds 60] [--epochs N]
+//          [--optimizers sgd,adam,rmsprop,kfac,shampoo,kbfgs,kbfgs-l] [--seconds 30] [--epochs N]
 //          [--grid full|authors|lr] [--merge] [--out scripts/paper/results] [--fashion-dir /usr/share/datasets/fashion-mnist]
 // Writes OUT/<dataset>.json, OUT/<dataset>.md, OUT/<dataset>-loss-vs-time.svg, OUT/<dataset>-loss-vs-epoch.svg
 // after every run, so an interrupted sweep keeps what it finished.
@@ -117,7 +117,7 @@ async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       datasets: { type: 'string', default: 'mnist,fashion' }, optimizers: { type: 'string', default: OPTIMIZERS.join(',') },
-      seconds: { type: 'string', default: '60' }, epochs: { type: 'string' }, grid: { type: 'string', default: 'full' },
+      seconds: { type: 'string', default: '30' }, epochs: { type: 'string' }, grid: { type: 'string', default: 'full' },
       out: { type: 'string', default: 'scripts/paper/results' }, 'fashion-dir': { type: 'string', default: '/usr/share/datasets/fashion-mnist' },
       // Re-run some optimizers and keep the other optimizers' runs from OUT/<dataset>.json.
       merge: { type: 'boolean' },
