@@ -5,7 +5,7 @@ import { loadDataSpec } from '../data/node.js';
 import { limit, split, type Dataset } from '../data/index.js';
 import { readCheckpointFile, readModelFile, writeFileAtomic } from '../io/files.js';
 import { DEFAULT_MODEL, packageRoot } from '../io/package-root.js';
-import { createOptimizer, OPTIMIZER_FACTORIES, type OptimizerName } from '../optim/index.js';
+import { checkLrSchedule, createOptimizer, OPTIMIZER_FACTORIES, type LrSchedule, type OptimizerName } from '../optim/index.js';
 import { createBackend } from '../runtime/node.js';
 import { decodeCheckpoint, type CheckpointHeader } from '../train/checkpoint.js';
 import { Trainer, type StepInfo } from '../train/trainer.js';
@@ -40,6 +40,9 @@ Optimizer
   --optimizer sgd|adam|rmsprop|kfac|shampoo|kbfgs|kbfgs-l|kfqn|kfqn-l   (default adam)
   --lr X                     learning rate (sgd 0.01, adam/rmsprop 0.001, kfac 1, shampoo 0.1,
                              kbfgs, kfqn 0.3)
+  --lr-schedule S            α times a schedule, counted in steps: step:N:G (×G every N steps;
+                             Ne: every N epochs), cosine[:F] (cosine from α down to F·α over the
+                             run's --epochs or --steps; F default 0); default constant
   --momentum X               sgd: PyTorch momentum (default 0), --nesterov; rmsprop, kfac, shampoo,
                              kbfgs, kfqn: ρ of m ← ρm + (1−ρ)ĝ (default 0.9)
   --paper-compat             sgd: the papers' SGD-m (m ← 0.9m + 0.1ĝ from 0, τ 1e-5); adam: the
@@ -108,9 +111,7 @@ export async function train(args: string[]): Promise<void> {
   if (isDefault && values.reduction === undefined) loss.reduction = 'per-sample-sum';
 
   const name = oneOf(values.optimizer, OPTIMIZERS, '--optimizer', 'adam');
-  // Resuming: the checkpoint's hyper-parameters, with the flags given over them.
-  const saved = resumed && resumed.header.optimizer.name === name ? resumed.header.optimizer.options : {};
-  const optimizer = createOptimizer(name, { ...saved, ...optimizerSettings(name, values) });
+  const settings = optimizerSettings(name, values);
   let data = loadDataSpec((values.data as string | undefined) ?? 'mnist', 'train');
   const lim = number(values.limit, '--limit', { integer: true, min: 1 });
   if (lim) data = limit(data, lim);
@@ -126,6 +127,12 @@ export async function train(args: string[]): Promise<void> {
   const batchSize = number(values['batch-size'], '--batch-size', { integer: true, min: 1 }) ?? (isDefault ? 1000 : 128);
   const steps = number(values.steps, '--steps', { integer: true, min: 1 });
   const epochs = number(values.epochs, '--epochs', { integer: true, min: 1 }) ?? (steps ? undefined : isDefault ? 10 : 1);
+  // Resuming: the checkpoint's hyper-parameters, with the flags given over them.
+  const saved = resumed && cliName(resumed.header.optimizer.name) === name ? resumed.header.optimizer.options : {};
+  const perEpoch = Math.ceil(data.size / batchSize);
+  const runSteps = Math.min(steps ?? Infinity, epochs !== undefined ? epochs * perEpoch : Infinity);
+  const schedule = lrSchedule(values['lr-schedule'] as string | undefined, perEpoch, runSteps);
+  const optimizer = createOptimizer(name, { ...saved, ...settings, ...(schedule ? { lrSchedule: schedule } : {}) });
   const checkpointPath = values.checkpoint as string | undefined;
   const checkpointEvery = number(values['checkpoint-every'], '--checkpoint-every', { integer: true, min: 1 });
   if (checkpointEvery && !checkpointPath) throw new UsageError('--checkpoint-every N needs --checkpoint FILE');
@@ -221,7 +228,7 @@ const TRAIN_OPTIONS = {
   'root-interval': { type: 'string' }, 'root-iterations': { type: 'string' }, fisher: { type: 'string' }, 'stat-warmup': { type: 'boolean' }, 'no-stat-warmup': { type: 'boolean' }, 'paper-compat': { type: 'boolean' }, 'abar-bias': { type: 'string' },
   'a-side': { type: 'string' }, 'a-history': { type: 'string' }, 'conv-damping': { type: 'string' }, variant: { type: 'string' }, 'step-power': { type: 'string' },
   'curvature-interval': { type: 'string' }, 'g-init': { type: 'string' }, 'a-init': { type: 'string' }, ep: { type: 'string' }, log: { type: 'string' }, out: { type: 'string', short: 'o' }, quiet: { type: 'boolean' },
-  checkpoint: { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'string' },
+  checkpoint: { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'string' }, 'lr-schedule': { type: 'string' },
 } as const;
 
 const OPTIMIZERS = Object.keys(OPTIMIZER_FACTORIES) as OptimizerName[];
@@ -238,6 +245,26 @@ const FLAG_OWNERS: Record<string, readonly OptimizerName[]> = {
   'stat-interval': ['kfac', 'shampoo'], 'inverse-interval': ['kfac'], fisher: ['kfac'], 'root-interval': ['shampoo'], 'root-iterations': ['shampoo'],
   'stat-warmup': ['kfac'], 'no-stat-warmup': ['kfac'],
 };
+
+/** --lr-schedule step:N[e]:G or cosine[:F], in steps: N epochs are N·perEpoch steps, cosine spans the run's `runSteps`. */
+function lrSchedule(spec: string | undefined, perEpoch: number, runSteps: number): LrSchedule | undefined {
+  if (spec === undefined) return undefined;
+  const step = /^step:(\d+)(e?):([0-9.eE+-]+)$/.exec(spec);
+  const cosine = /^cosine(?::([0-9.eE+-]+))?$/.exec(spec);
+  const bad = (why: string) => new UsageError(`--lr-schedule '${spec}': ${why}`);
+  let s: LrSchedule;
+  if (step) s = { kind: 'step', every: Number(step[1]) * (step[2] ? perEpoch : 1), gamma: Number(step[3]) };
+  else if (cosine) {
+    if (!Number.isFinite(runSteps)) throw bad('cosine spans the run, which needs --epochs or --steps');
+    s = { kind: 'cosine', steps: runSteps, ...(cosine[1] !== undefined ? { floor: Number(cosine[1]) } : {}) };
+  } else throw bad('give step:N:G (every N steps), step:Ne:G (every N epochs) or cosine[:F]');
+  try {
+    checkLrSchedule(s);
+  } catch (e) {
+    throw bad((e as Error).message);
+  }
+  return s;
+}
 
 /** The options of optimizer `name` that the flags in `values` set (the rest are left to its defaults). */
 function optimizerSettings(name: OptimizerName, values: Record<string, unknown>): Record<string, unknown> {
@@ -334,17 +361,22 @@ function readResume(path: string): { path: string; bytes: Uint8Array; header: Ch
   return { path, bytes, header: decodeCheckpoint(bytes, path).header };
 }
 
+/** The --optimizer of an optimizer name: AdamW is adam with --decoupled-weight-decay (kept in its options). */
+function cliName(name: string): string {
+  return name === 'adamw' ? 'adam' : name;
+}
+
 /**
  * The run to resume: the checkpoint's command line (for one written by the API: its optimizer, loss
  * and batch plan) with the flags given now over it.
  */
 function resumedCommandLine(given: { values: Record<string, unknown>; positionals: string[] }, header: CheckpointHeader): { values: Record<string, unknown>; positionals: string[] } {
   const named = given.values.optimizer;
-  if (named !== undefined && named !== header.optimizer.name) throw new UsageError(`the checkpoint holds a ${header.optimizer.name} run; --optimizer ${named} cannot continue it`);
+  if (named !== undefined && named !== cliName(header.optimizer.name)) throw new UsageError(`the checkpoint holds a ${header.optimizer.name} run; --optimizer ${named} cannot continue it`);
   const saved = header.run?.commandLine as SavedCommandLine | undefined;
   const plan = header.position.plan;
   const base: Record<string, unknown> = saved?.values ?? {
-    optimizer: header.optimizer.name, loss: header.training.loss, reduction: header.training.reduction, target: header.training.target, batchnorm: header.training.batchnorm,
+    optimizer: cliName(header.optimizer.name), loss: header.training.loss, reduction: header.training.reduction, target: header.training.target, batchnorm: header.training.batchnorm,
     ...(plan ? { 'batch-size': String(plan.batchSize), seed: String(plan.seed), ...(plan.shuffle ? {} : { 'no-shuffle': true }) } : {}),
   };
   // A switch given now replaces its opposite on the saved command line.

@@ -1,6 +1,7 @@
 // SGD (momentum, Nesterov, weight decay) and Adam/AdamW with PyTorch's semantics.
 import type { Emitter } from '../../graph-tools/index.js';
 import type { ElementwiseOptimizer, ParameterUpdate, ParameterUpdateInputs } from './optimizer.js';
+import { scheduled, withSchedule, type Scheduled } from './schedule.js';
 
 export interface WeightDecayOptions {
   /** Weight decay coefficient (default 0). */
@@ -9,7 +10,7 @@ export interface WeightDecayOptions {
   decoupledWeightDecay?: boolean;
 }
 
-export interface SgdOptions extends WeightDecayOptions {
+export interface SgdOptions extends WeightDecayOptions, Scheduled {
   lr?: number;
   momentum?: number;
   dampening?: number;
@@ -21,7 +22,7 @@ export interface SgdOptions extends WeightDecayOptions {
   paperCompat?: boolean;
 }
 
-export interface AdamOptions extends WeightDecayOptions {
+export interface AdamOptions extends WeightDecayOptions, Scheduled {
   lr?: number;
   beta1?: number;
   /** Default 0.999; 0.9 with paperCompat. */
@@ -51,7 +52,7 @@ function weightDecayScalars(o: WeightDecayOptions, lr: number): Record<string, n
   return o.decoupledWeightDecay ? { decay: 1 - lr * wd } : { l2: wd };
 }
 
-export function sgd(options: SgdOptions = {}): ElementwiseOptimizer {
+export function sgd({ lrSchedule, ...options }: SgdOptions = {}): ElementwiseOptimizer {
   const paper = options.paperCompat === true;
   const o = {
     lr: 0.01, momentum: paper ? 0.9 : 0, dampening: paper ? 0.9 : 0, nesterov: false, weightDecay: paper ? 1e-5 : 0, decoupledWeightDecay: false,
@@ -63,9 +64,9 @@ export function sgd(options: SgdOptions = {}): ElementwiseOptimizer {
   return {
     kind: 'elementwise',
     name: 'sgd',
-    options: o,
+    options: withSchedule(o, lrSchedule),
     stateNames: withMomentum ? ['momentum'] : [],
-    learningRate: () => o.lr,
+    learningRate: scheduled(() => o.lr, lrSchedule),
     // PyTorch starts the buffer at the first gradient (no dampening on step 1); the papers at zero.
     scalars: (t, lr) => ({ ...weightDecayScalars(o, lr), neglr: -lr, mu: o.momentum, damp: t === 1 && !o.paperCompat ? 1 : 1 - o.dampening }),
     emitUpdate(e, p): ParameterUpdate {
@@ -78,7 +79,7 @@ export function sgd(options: SgdOptions = {}): ElementwiseOptimizer {
   };
 }
 
-export function adam(options: AdamOptions = {}): ElementwiseOptimizer {
+export function adam({ lrSchedule, ...options }: AdamOptions = {}): ElementwiseOptimizer {
   const paper = options.paperCompat === true;
   const o = { lr: 0.001, beta1: 0.9, beta2: paper ? 0.9 : 0.999, eps: paper ? 1e-4 : 1e-8, weightDecay: paper ? 1e-5 : 0, decoupledWeightDecay: false, paperCompat: false, ...options };
   checkNonNegative({ lr: o.lr, eps: o.eps, weightDecay: o.weightDecay });
@@ -86,9 +87,9 @@ export function adam(options: AdamOptions = {}): ElementwiseOptimizer {
   return {
     kind: 'elementwise',
     name: o.decoupledWeightDecay ? 'adamw' : 'adam',
-    options: o,
+    options: withSchedule(o, lrSchedule),
     stateNames: ['m', 'v'],
-    learningRate: () => o.lr,
+    learningRate: scheduled(() => o.lr, lrSchedule),
     // θ ← θ − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε), exactly PyTorch's arithmetic.
     scalars: (t, lr) => ({
       ...weightDecayScalars(o, lr),
@@ -112,7 +113,7 @@ function checkNonNegative(values: Record<string, number>): void {
   for (const [k, v] of Object.entries(values)) if (!(v >= 0) || !Number.isFinite(v)) throw new RangeError(`${k} must be a finite number ≥ 0, got ${v}`);
 }
 
-export interface RmspropOptions extends WeightDecayOptions {
+export interface RmspropOptions extends WeightDecayOptions, Scheduled {
   lr?: number;
   /** ρ of the dampened gradient momentum m ← ρm + (1−ρ)ĝ (default 0.9). */
   momentum?: number;
@@ -128,17 +129,17 @@ export interface RmspropOptions extends WeightDecayOptions {
  * RMSprop as the K-BFGS papers' baseline (ALGORITHMS.md §7.2): the second moment of the momentum
  * gradient, v ← 0.9·v + 0.1·m², and θ ← θ − α·m/(√v + ε). L2 (τ) goes into the gradient.
  */
-export function rmsprop(options: RmspropOptions = {}): ElementwiseOptimizer {
+export function rmsprop({ lrSchedule, ...options }: RmspropOptions = {}): ElementwiseOptimizer {
   const o = { lr: 0.001, momentum: 0.9, decay: 0.9, eps: 1e-4, weightDecay: 1e-5, decoupledWeightDecay: false, warmStart: true, ...options };
   checkNonNegative({ lr: o.lr, eps: o.eps, weightDecay: o.weightDecay });
   if (!(o.momentum >= 0 && o.momentum < 1 && o.decay >= 0 && o.decay < 1)) throw new RangeError('RMSprop momentum and decay must lie in [0, 1)');
   return {
     kind: 'elementwise',
     name: 'rmsprop',
-    options: o,
+    options: withSchedule(o, lrSchedule),
     stateNames: ['m', 'v'],
     ...(o.warmStart ? { warmStartState: 'v' } : {}),
-    learningRate: () => o.lr,
+    learningRate: scheduled(() => o.lr, lrSchedule),
     scalars: (_t, lr) => ({ ...weightDecayScalars(o, lr), rho: o.momentum, c1: 1 - o.momentum, beta: o.decay, c2: 1 - o.decay, eps: o.eps, neglr: -lr }),
     emitUpdate(e, p) {
       const { param, grad } = applyWeightDecay(e, p, o);
@@ -149,6 +150,3 @@ export function rmsprop(options: RmspropOptions = {}): ElementwiseOptimizer {
     },
   };
 }
-
-export const OPTIMIZERS = { sgd, adam, rmsprop } as const;
-export type OptimizerName = keyof typeof OPTIMIZERS;

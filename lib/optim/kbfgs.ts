@@ -8,6 +8,8 @@
 
 export type DampingMode = 'neurips' | 'lm';
 
+import { scheduled, withSchedule, type LrSchedule, type Scheduled } from './schedule.js';
+
 export interface KbfgsOptions {
   /** α: learning rate, also the trial step (default 0.3). */
   lr?: number;
@@ -75,7 +77,7 @@ export interface KfqnOptions extends Omit<KbfgsOptions, 'statDecay' | 'warmStart
 export interface KroneckerOptimizer {
   readonly kind: 'kronecker';
   readonly name: 'kbfgs' | 'kbfgs-l' | 'kfqn' | 'kfqn-l';
-  readonly options: Readonly<Required<KbfgsOptions>> & { history?: number } & Readonly<Partial<KfqnOptions>>;
+  readonly options: Readonly<Required<KbfgsOptions>> & { history?: number } & Readonly<Partial<KfqnOptions>> & Readonly<Scheduled>;
   /** L-BFGS memory p for the G side (K-BFGS(L), KF-QN(L)); undefined for a dense H_g. */
   readonly history?: number;
   /** Where the A-side pair comes from: the EMA'd A (K-BFGS) or the minibatch Hessian action (KF-QN). */
@@ -105,25 +107,28 @@ function resolve(o: KbfgsOptions): Required<KbfgsOptions> {
 }
 
 /** Dense K-BFGS: H_g a dense BFGS inverse. */
-export function kbfgs(options: KbfgsOptions = {}): KroneckerOptimizer {
+export function kbfgs({ lrSchedule, ...options }: KbfgsOptions & Scheduled = {}): KroneckerOptimizer {
   const o = resolve(options);
-  return { kind: 'kronecker', name: 'kbfgs', options: o, aSource: 'ema', independentCurvatureBatch: false, learningRate: () => o.lr };
+  return { kind: 'kronecker', name: 'kbfgs', options: withSchedule(o, lrSchedule), aSource: 'ema', independentCurvatureBatch: false, learningRate: scheduled(() => o.lr, lrSchedule) };
 }
 
 /** K-BFGS(L): H_g an L-BFGS operator with `history` pairs (default 100) and H0 = I (gInit 'factor': diagonal). */
-export function kbfgsL(options: KbfgsOptions & { history?: number } = {}): KroneckerOptimizer {
+export function kbfgsL({ lrSchedule, ...options }: KbfgsOptions & Scheduled & { history?: number } = {}): KroneckerOptimizer {
   const { history = 100, ...rest } = options;
   memory('history', history);
   const o = resolve(rest);
-  return { kind: 'kronecker', name: 'kbfgs-l', options: { ...o, history }, history, aSource: 'ema', independentCurvatureBatch: false, learningRate: () => o.lr };
+  return {
+    kind: 'kronecker', name: 'kbfgs-l', options: withSchedule({ ...o, history }, lrSchedule), history, aSource: 'ema', independentCurvatureBatch: false,
+    learningRate: scheduled(() => o.lr, lrSchedule),
+  };
 }
 
 function memory(name: string, p: number): void {
   if (!Number.isInteger(p) || p < 1) throw new RangeError(`${name} must be an integer ≥ 1, got ${p}`);
 }
 
-function kfqnOptimizer(name: 'kfqn' | 'kfqn-l', options: KfqnOptions, history?: number): KroneckerOptimizer {
-  const { aSide = 'dense', aHistory = 100, aInit = 'pair', convDamping = 'plain', variant = 'default', stepPower = 0.6, ...rest } = options;
+function kfqnOptimizer(name: 'kfqn' | 'kfqn-l', options: KfqnOptions & Scheduled, history?: number): KroneckerOptimizer {
+  const { aSide = 'dense', aHistory = 100, aInit = 'pair', convDamping = 'plain', variant = 'default', stepPower = 0.6, lrSchedule, ...rest } = options;
   if (aSide !== 'dense' && aSide !== 'lbfgs') throw new RangeError(`aSide must be 'dense' or 'lbfgs', got '${aSide}'`);
   if (aInit !== 'pair' && aInit !== 'factor') throw new RangeError(`aInit must be 'pair' or 'factor', got '${String(aInit)}'`);
   if (aInit === 'factor' && aSide !== 'lbfgs') throw new RangeError(`aInit 'factor' sets the H0 of an L-BFGS A side (aSide 'lbfgs'); a dense H_a always starts from (A_B + λ_A·I)⁻¹`);
@@ -133,20 +138,21 @@ function kfqnOptimizer(name: 'kfqn' | 'kfqn-l', options: KfqnOptions, history?: 
   memory('aHistory', aHistory);
   // §4.2: DD-LM damping and ā with homogeneous entry 1 (HessianActionV2); no A, so no A EMA or warm start.
   const o = resolve({ dampingMode: 'lm', abarBias: 'one', ...rest, warmStart: false });
-  const lr = (t: number) => (variant === 'convergent' ? o.lr * Math.max(1, t) ** -stepPower : o.lr);
+  if (variant === 'convergent' && lrSchedule) throw new RangeError('the convergent variant has its own step sizes α_k = lr·k^(−stepPower); it takes no lrSchedule');
+  const lr = scheduled((t: number) => (variant === 'convergent' ? o.lr * Math.max(1, t) ** -stepPower : o.lr), lrSchedule);
   return {
-    kind: 'kronecker', name, options: { ...o, aSide, aHistory, aInit, convDamping, variant, stepPower, ...(history ? { history } : {}) },
+    kind: 'kronecker', name, options: withSchedule({ ...o, aSide, aHistory, aInit, convDamping, variant, stepPower, ...(history ? { history } : {}) }, lrSchedule),
     history, aSource: 'minibatch', aHistory: aSide === 'lbfgs' ? aHistory : undefined, independentCurvatureBatch: variant === 'convergent', learningRate: lr,
   };
 }
 
 /** KF-QN: H_g a dense BFGS inverse; the A side from the minibatch Hessian action (§4.2). */
-export function kfqn(options: KfqnOptions = {}): KroneckerOptimizer {
+export function kfqn(options: KfqnOptions & Scheduled = {}): KroneckerOptimizer {
   return kfqnOptimizer('kfqn', options);
 }
 
 /** KF-QN(L): H_g an L-BFGS operator with `history` pairs (default 100) and H0 = I (gInit 'factor': diagonal). */
-export function kfqnL(options: KfqnOptions & { history?: number } = {}): KroneckerOptimizer {
+export function kfqnL(options: KfqnOptions & Scheduled & { history?: number } = {}): KroneckerOptimizer {
   const { history = 100, ...rest } = options;
   memory('history', history);
   return kfqnOptimizer('kfqn-l', rest, history);

@@ -4,7 +4,9 @@
 // (Shampoo) recomputed every `inverseInterval` / `rootInterval` steps. The graphs are built in
 // factored-graphs.ts; lib/train/factored-engine.ts drives them.
 
-interface FactoredCommon {
+import { scheduled, withSchedule, type Scheduled } from './schedule.js';
+
+interface FactoredCommon extends Scheduled {
   /** α: learning rate. */
   lr?: number;
   /** EMA decay of the factors (default 0.9). */
@@ -46,10 +48,10 @@ export interface ShampooOptions extends FactoredCommon {
 }
 
 export type FactoredOptimizer =
-  | { readonly kind: 'factored'; readonly name: 'kfac'; readonly options: Readonly<Required<KfacOptions>>; learningRate(t: number): number }
-  | { readonly kind: 'factored'; readonly name: 'shampoo'; readonly options: Readonly<Required<ShampooOptions>>; learningRate(t: number): number };
+  | { readonly kind: 'factored'; readonly name: 'kfac'; readonly options: Readonly<Required<Omit<KfacOptions, 'lrSchedule'>> & Scheduled>; learningRate(t: number): number }
+  | { readonly kind: 'factored'; readonly name: 'shampoo'; readonly options: Readonly<Required<Omit<ShampooOptions, 'lrSchedule'>> & Scheduled>; learningRate(t: number): number };
 
-function check(r: Required<FactoredCommon>, positive: Record<string, number>, intervals: Record<string, number>): void {
+function check(r: Required<Omit<FactoredCommon, 'lrSchedule'>>, positive: Record<string, number>, intervals: Record<string, number>): void {
   for (const [k, v] of Object.entries({ lr: r.lr, weightDecay: r.weightDecay })) {
     if (!(v >= 0) || !Number.isFinite(v)) throw new RangeError(`${k} must be a finite number ≥ 0, got ${v}`);
   }
@@ -64,17 +66,15 @@ function check(r: Required<FactoredCommon>, positive: Record<string, number>, in
 
 const common = { statDecay: 0.9, momentum: 0.9, weightDecay: 1e-5, decoupledWeightDecay: false, statInterval: 1, warmStart: true };
 
-export function kfac(options: KfacOptions = {}): FactoredOptimizer {
-  const r = { lr: 1, damping: 3, inverseInterval: 20, fisher: 'sampled' as const, statWarmup: true, ...common, ...options };
-  if (r.fisher !== 'sampled' && r.fisher !== 'empirical') throw new RangeError(`fisher must be 'sampled' or 'empirical', got '${r.fisher}'`);
-  check(r, { damping: r.damping }, { inverseInterval: r.inverseInterval });
-  const o = r;
-  return { kind: 'factored', name: 'kfac', options: o, learningRate: () => o.lr };
+export function kfac({ lrSchedule, ...options }: KfacOptions = {}): FactoredOptimizer {
+  const o = { lr: 1, damping: 3, inverseInterval: 20, fisher: 'sampled' as const, statWarmup: true, ...common, ...options };
+  if (o.fisher !== 'sampled' && o.fisher !== 'empirical') throw new RangeError(`fisher must be 'sampled' or 'empirical', got '${o.fisher}'`);
+  check(o, { damping: o.damping }, { inverseInterval: o.inverseInterval });
+  return { kind: 'factored', name: 'kfac', options: withSchedule(o, lrSchedule), learningRate: scheduled(() => o.lr, lrSchedule) };
 }
 
-export function shampoo(options: ShampooOptions = {}): FactoredOptimizer {
-  const r = { lr: 0.1, epsilon: 10, rootInterval: 20, rootIterations: 25, ...common, ...options };
-  check(r, { epsilon: r.epsilon }, { rootInterval: r.rootInterval, rootIterations: r.rootIterations });
-  const o = r;
-  return { kind: 'factored', name: 'shampoo', options: o, learningRate: () => o.lr };
+export function shampoo({ lrSchedule, ...options }: ShampooOptions = {}): FactoredOptimizer {
+  const o = { lr: 0.1, epsilon: 10, rootInterval: 20, rootIterations: 25, ...common, ...options };
+  check(o, { epsilon: o.epsilon }, { rootInterval: o.rootInterval, rootIterations: o.rootIterations });
+  return { kind: 'factored', name: 'shampoo', options: withSchedule(o, lrSchedule), learningRate: scheduled(() => o.lr, lrSchedule) };
 }

@@ -356,6 +356,35 @@ describe('kfqn CLI', function () {
     });
   });
 
+  describe('train: --lr-schedule', () => {
+    const run = async (schedule: string, extra: string[] = ['--epochs', '3']) => {
+      const model = writeModel(join(tmp, 'sched.onnx'), tinyAutoencoderModel());
+      const log = join(tmp, 'sched.jsonl');
+      const r = await runCli(['train', model, '--data', IDX, '--target', 'input', '--batch-size', '4', '--optimizer', 'sgd', '--lr', '0.1', '--lr-schedule', schedule, '--log', log, '--quiet', ...extra]);
+      return { r, lrs: r.code === 0 ? readJsonLines(log).filter((e) => 'step' in e).map((e) => e.lr as number) : [] };
+    };
+    it('step:1e:0.5 halves α every epoch (3 steps of 4 samples), step:2:0.1 every 2 steps', async () => {
+      const byEpoch = await run('step:1e:0.5');
+      expectOk(byEpoch.r);
+      expect(byEpoch.lrs).to.deep.equal([0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025, 0.025, 0.025]);
+      const bySteps = await run('step:2:0.1', ['--steps', '5']);
+      expect(bySteps.lrs.map((x) => Number(x.toPrecision(6)))).to.deep.equal([0.1, 0.1, 0.01, 0.01, 0.001]);
+    });
+    it('cosine:0.1 goes from α to 0.1·α over the run\'s 9 steps', async () => {
+      const { r, lrs } = await run('cosine:0.1');
+      expectOk(r);
+      expect(lrs).to.have.length(9);
+      lrs.forEach((lr, k) => expect(lr).to.be.closeTo(0.1 * (0.1 + 0.9 * (1 + Math.cos((Math.PI * k) / 9)) / 2), 1e-12));
+    });
+    it('refuses a malformed schedule, bad numbers, and cosine without a run length', async () => {
+      const model = writeModel(join(tmp, 'sched2.onnx'), tinyAutoencoderModel());
+      const train = (schedule: string, extra: string[]) => runCli(['train', model, '--data', IDX, '--target', 'input', '--lr-schedule', schedule, ...extra]);
+      expectOneLineError(await train('linear', ['--steps', '1']), 'kfqn train: ', /--lr-schedule 'linear': give step:N:G .* or cosine\[:F\]/, 2);
+      expectOneLineError(await train('step:2:3', ['--steps', '1']), 'kfqn train: ', /--lr-schedule 'step:2:3': lrSchedule\.gamma must lie in \[0, 1\], got 3/, 2);
+      expectOneLineError(await train('step:0:0.5', ['--steps', '1']), 'kfqn train: ', /every must be an integer ≥ 1, got 0/, 2);
+    });
+  });
+
   describe('train: checkpoints', () => {
     // The tiny autoencoder on the 12 fixture images, shuffled, batches of 4 (3 an epoch).
     const base = (model: string) => [model, '--data', IDX, '--target', 'input', '--loss', 'bce-with-logits', '--batch-size', '4', '--seed', '3',

@@ -28,14 +28,15 @@ function dataset(): Dataset {
 }
 
 const optimizers: Record<string, () => Optimizer> = {
-  'sgd (momentum)': () => sgd({ lr: 0.05, momentum: 0.9 }),
+  // A schedule resumes at its step too.
+  'sgd (momentum, α halved every 4 steps)': () => sgd({ lr: 0.05, momentum: 0.9, lrSchedule: { kind: 'step', every: 4, gamma: 0.5 } }),
   adam: () => adam({ lr: 0.01 }),
   'rmsprop (warm start)': () => rmsprop({ lr: 0.003 }),
   // Sampled targets come from ORT's random ops, whose state a checkpoint cannot hold: the empirical Fisher.
   'kfac (empirical Fisher, inverses every 3 steps)': () => kfac({ lr: 0.1, fisher: 'empirical', inverseInterval: 3 }),
   'shampoo (roots every 3 steps)': () => shampoo({ lr: 0.05, rootInterval: 3 }),
   'kbfgs (warm start)': () => kbfgs({ lr: 0.1 }),
-  'kbfgs-l (p 3)': () => kbfgsL({ lr: 0.1, history: 3 }),
+  'kbfgs-l (p 3, cosine schedule)': () => kbfgsL({ lr: 0.1, history: 3, lrSchedule: { kind: 'cosine', steps: 15, floor: 0.1 } }),
   'kfqn (curvature every 2 steps)': () => kfqn({ lr: 0.1, curvatureInterval: 2 }),
   'kfqn-l --a-side lbfgs, both factor starts': () => kfqnL({ lr: 0.1, history: 3, aSide: 'lbfgs', aHistory: 2, aInit: 'factor', gInit: 'factor' }),
   'kfqn --variant convergent (an independent curvature stream)': () => kfqn({ lr: 0.1, variant: 'convergent' }),
@@ -125,7 +126,7 @@ describe('checkpoints', function () {
   });
 
   it("createOptimizer(name, the header's options) gives back the checkpoint's optimizer, for every optimizer", () => {
-    for (const make of Object.values(optimizers)) {
+    for (const make of [...Object.values(optimizers), () => adam({ lr: 0.01, weightDecay: 0.01, decoupledWeightDecay: true })]) {
       const o = make();
       const again = createOptimizer(o.name, JSON.parse(JSON.stringify(o.options)));
       expect(again.name).to.equal(o.name);
