@@ -7,7 +7,7 @@ import { readCheckpointFile, readModelFile, writeFileAtomic } from '../io/files.
 import { DEFAULT_MODEL, packageRoot } from '../io/package-root.js';
 import { checkLrSchedule, createOptimizer, OPTIMIZER_FACTORIES, type LrSchedule, type OptimizerName } from '../optim/index.js';
 import { createBackend } from '../runtime/node.js';
-import { decodeCheckpoint, type CheckpointHeader } from '../train/checkpoint.js';
+import { decodeCheckpoint, type Checkpoint, type CheckpointHeader } from '../train/checkpoint.js';
 import { Trainer, type StepInfo } from '../train/trainer.js';
 import { Progress } from './progress.js';
 import { InterruptedError, UsageError } from './errors.js';
@@ -143,7 +143,7 @@ export async function train(args: string[]): Promise<void> {
   // --epochs and --steps count the whole run: a resumed one trains what is left.
   let done = { steps: 0, epochs: 0 };
   if (resumed) {
-    const { changedOptions, header } = await trainer.restore(resumed.bytes, resumed.path);
+    const { changedOptions, header } = await trainer.restore(resumed.checkpoint, resumed.path);
     done = { steps: header.trainer.steps, epochs: header.position.epoch };
     const { epoch, batch } = header.position;
     console.log(`resuming ${resumed.path} at step ${header.trainer.steps} (${batch ? `epoch ${epoch + 1}, after its batch ${batch}` : `after epoch ${epoch}`})`);
@@ -155,7 +155,7 @@ export async function train(args: string[]): Promise<void> {
   let log: WriteStream | undefined;
   const writeLog = (line: string) => { log ??= createWriteStream(values.log as string, { flags: resumed ? 'a' : 'w' }); log.write(line); };
   const progress = values.quiet || !process.stderr.isTTY ? undefined : new Progress(process.stderr);
-  const totalSteps = Math.min(stepsLeft ?? Infinity, epochsLeft !== undefined ? epochsLeft * Math.ceil(data.size / batchSize) : Infinity);
+  const totalSteps = Math.min(stepsLeft ?? Infinity, epochsLeft !== undefined ? epochsLeft * perEpoch : Infinity);
   // The command line a checkpoint keeps, with its paths made absolute, for --resume.
   const commandLine = savedCommandLine(values, positionals);
   const saveCheckpoint = async () => {
@@ -356,9 +356,9 @@ function savedCommandLine(values: Record<string, unknown>, positionals: string[]
   return { values: kept, positionals: positionals.map((p) => resolve(p)) };
 }
 
-function readResume(path: string): { path: string; bytes: Uint8Array; header: CheckpointHeader } {
-  const bytes = readCheckpointFile(path);
-  return { path, bytes, header: decodeCheckpoint(bytes, path).header };
+function readResume(path: string): { path: string; checkpoint: Checkpoint; header: CheckpointHeader } {
+  const checkpoint = decodeCheckpoint(readCheckpointFile(path), path);
+  return { path, checkpoint, header: checkpoint.header };
 }
 
 /** The --optimizer of an optimizer name: AdamW is adam with --decoupled-weight-decay (kept in its options). */

@@ -1,7 +1,7 @@
 // SGD (momentum, Nesterov, weight decay) and Adam/AdamW with PyTorch's semantics.
 import type { Emitter } from '../../graph-tools/index.js';
 import type { ElementwiseOptimizer, ParameterUpdate, ParameterUpdateInputs } from './optimizer.js';
-import { scheduled, withSchedule, type Scheduled } from './schedule.js';
+import { withLrSchedule, type Scheduled } from './schedule.js';
 
 export interface WeightDecayOptions {
   /** Weight decay coefficient (default 0). */
@@ -64,9 +64,8 @@ export function sgd({ lrSchedule, ...options }: SgdOptions = {}): ElementwiseOpt
   return {
     kind: 'elementwise',
     name: 'sgd',
-    options: withSchedule(o, lrSchedule),
+    ...withLrSchedule(o, lrSchedule),
     stateNames: withMomentum ? ['momentum'] : [],
-    learningRate: scheduled(() => o.lr, lrSchedule),
     // PyTorch starts the buffer at the first gradient (no dampening on step 1); the papers at zero.
     scalars: (t, lr) => ({ ...weightDecayScalars(o, lr), neglr: -lr, mu: o.momentum, damp: t === 1 && !o.paperCompat ? 1 : 1 - o.dampening }),
     emitUpdate(e, p): ParameterUpdate {
@@ -87,9 +86,8 @@ export function adam({ lrSchedule, ...options }: AdamOptions = {}): ElementwiseO
   return {
     kind: 'elementwise',
     name: o.decoupledWeightDecay ? 'adamw' : 'adam',
-    options: withSchedule(o, lrSchedule),
+    ...withLrSchedule(o, lrSchedule),
     stateNames: ['m', 'v'],
-    learningRate: scheduled(() => o.lr, lrSchedule),
     // θ ← θ − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε), exactly PyTorch's arithmetic.
     scalars: (t, lr) => ({
       ...weightDecayScalars(o, lr),
@@ -136,10 +134,9 @@ export function rmsprop({ lrSchedule, ...options }: RmspropOptions = {}): Elemen
   return {
     kind: 'elementwise',
     name: 'rmsprop',
-    options: withSchedule(o, lrSchedule),
+    ...withLrSchedule(o, lrSchedule),
     stateNames: ['m', 'v'],
     ...(o.warmStart ? { warmStartState: 'v' } : {}),
-    learningRate: scheduled(() => o.lr, lrSchedule),
     scalars: (_t, lr) => ({ ...weightDecayScalars(o, lr), rho: o.momentum, c1: 1 - o.momentum, beta: o.decay, c2: 1 - o.decay, eps: o.eps, neglr: -lr }),
     emitUpdate(e, p) {
       const { param, grad } = applyWeightDecay(e, p, o);

@@ -6,9 +6,9 @@
 // convergent variant draws its curvature pairs from an independent minibatch. The graphs are built
 // in kbfgs-graphs.ts; the Trainer drives them (lib/train/kronecker-engine.ts).
 
-export type DampingMode = 'neurips' | 'lm';
+import { withLrSchedule, type Scheduled } from './schedule.js';
 
-import { scheduled, withSchedule, type LrSchedule, type Scheduled } from './schedule.js';
+export type DampingMode = 'neurips' | 'lm';
 
 export interface KbfgsOptions {
   /** α: learning rate, also the trial step (default 0.3). */
@@ -109,7 +109,7 @@ function resolve(o: KbfgsOptions): Required<KbfgsOptions> {
 /** Dense K-BFGS: H_g a dense BFGS inverse. */
 export function kbfgs({ lrSchedule, ...options }: KbfgsOptions & Scheduled = {}): KroneckerOptimizer {
   const o = resolve(options);
-  return { kind: 'kronecker', name: 'kbfgs', options: withSchedule(o, lrSchedule), aSource: 'ema', independentCurvatureBatch: false, learningRate: scheduled(() => o.lr, lrSchedule) };
+  return { kind: 'kronecker', name: 'kbfgs', ...withLrSchedule(o, lrSchedule), aSource: 'ema', independentCurvatureBatch: false };
 }
 
 /** K-BFGS(L): H_g an L-BFGS operator with `history` pairs (default 100) and H0 = I (gInit 'factor': diagonal). */
@@ -117,10 +117,7 @@ export function kbfgsL({ lrSchedule, ...options }: KbfgsOptions & Scheduled & { 
   const { history = 100, ...rest } = options;
   memory('history', history);
   const o = resolve(rest);
-  return {
-    kind: 'kronecker', name: 'kbfgs-l', options: withSchedule({ ...o, history }, lrSchedule), history, aSource: 'ema', independentCurvatureBatch: false,
-    learningRate: scheduled(() => o.lr, lrSchedule),
-  };
+  return { kind: 'kronecker', name: 'kbfgs-l', ...withLrSchedule({ ...o, history }, lrSchedule), history, aSource: 'ema', independentCurvatureBatch: false };
 }
 
 function memory(name: string, p: number): void {
@@ -139,10 +136,10 @@ function kfqnOptimizer(name: 'kfqn' | 'kfqn-l', options: KfqnOptions & Scheduled
   // §4.2: DD-LM damping and ā with homogeneous entry 1 (HessianActionV2); no A, so no A EMA or warm start.
   const o = resolve({ dampingMode: 'lm', abarBias: 'one', ...rest, warmStart: false });
   if (variant === 'convergent' && lrSchedule) throw new RangeError('the convergent variant has its own step sizes α_k = lr·k^(−stepPower); it takes no lrSchedule');
-  const lr = scheduled((t: number) => (variant === 'convergent' ? o.lr * Math.max(1, t) ** -stepPower : o.lr), lrSchedule);
+  const base = (t: number) => (variant === 'convergent' ? o.lr * Math.max(1, t) ** -stepPower : o.lr);
   return {
-    kind: 'kronecker', name, options: withSchedule({ ...o, aSide, aHistory, aInit, convDamping, variant, stepPower, ...(history ? { history } : {}) }, lrSchedule),
-    history, aSource: 'minibatch', aHistory: aSide === 'lbfgs' ? aHistory : undefined, independentCurvatureBatch: variant === 'convergent', learningRate: lr,
+    kind: 'kronecker', name, ...withLrSchedule({ ...o, aSide, aHistory, aInit, convDamping, variant, stepPower, ...(history ? { history } : {}) }, lrSchedule, base),
+    history, aSource: 'minibatch', aHistory: aSide === 'lbfgs' ? aHistory : undefined, independentCurvatureBatch: variant === 'convergent',
   };
 }
 

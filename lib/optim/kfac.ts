@@ -4,7 +4,7 @@
 // (Shampoo) recomputed every `inverseInterval` / `rootInterval` steps. The graphs are built in
 // factored-graphs.ts; lib/train/factored-engine.ts drives them.
 
-import { scheduled, withSchedule, type Scheduled } from './schedule.js';
+import { withLrSchedule, type Scheduled } from './schedule.js';
 
 interface FactoredCommon extends Scheduled {
   /** α: learning rate. */
@@ -70,11 +70,11 @@ export function kfac({ lrSchedule, ...options }: KfacOptions = {}): FactoredOpti
   const o = { lr: 1, damping: 3, inverseInterval: 20, fisher: 'sampled' as const, statWarmup: true, ...common, ...options };
   if (o.fisher !== 'sampled' && o.fisher !== 'empirical') throw new RangeError(`fisher must be 'sampled' or 'empirical', got '${o.fisher}'`);
   check(o, { damping: o.damping }, { inverseInterval: o.inverseInterval });
-  return { kind: 'factored', name: 'kfac', options: withSchedule(o, lrSchedule), learningRate: scheduled(() => o.lr, lrSchedule) };
+  return { kind: 'factored', name: 'kfac', ...withLrSchedule(o, lrSchedule) };
 }
 
 export function shampoo({ lrSchedule, ...options }: ShampooOptions = {}): FactoredOptimizer {
   const o = { lr: 0.1, epsilon: 10, rootInterval: 20, rootIterations: 25, ...common, ...options };
   check(o, { epsilon: o.epsilon }, { rootInterval: o.rootInterval, rootIterations: o.rootIterations });
-  return { kind: 'factored', name: 'shampoo', options: withSchedule(o, lrSchedule), learningRate: scheduled(() => o.lr, lrSchedule) };
+  return { kind: 'factored', name: 'shampoo', ...withLrSchedule(o, lrSchedule) };
 }

@@ -32,16 +32,15 @@ export function lrFactor(s: LrSchedule | undefined, t: number): number {
   return f + ((1 - f) * (1 + Math.cos((Math.PI * Math.min(k, s.steps)) / s.steps))) / 2;
 }
 
-/** α_t = lr(t)·factor(t): an optimizer's learningRate with its schedule. */
-export function scheduled(lr: (t: number) => number, s: LrSchedule | undefined): (t: number) => number {
-  checkLrSchedule(s);
-  return s === undefined ? lr : (t) => lr(t) * lrFactor(s, t);
-}
-
 /** The `lrSchedule` option every optimizer takes. */
 export type Scheduled = { lrSchedule?: LrSchedule };
 
-/** An optimizer's options with its schedule, when it has one (absent otherwise, as before schedules existed). */
-export function withSchedule<T extends object>(options: T, s: LrSchedule | undefined): T & Scheduled {
-  return s === undefined ? options : { ...options, lrSchedule: s };
+/**
+ * An optimizer's options and learningRate under schedule `s`: α_t = base(t)·factor(t) (base: the
+ * constant lr by default); `s` is kept in the options (a checkpoint's header) only when given.
+ */
+export function withLrSchedule<T extends { lr: number }>(options: T, s: LrSchedule | undefined, base: (t: number) => number = () => options.lr): { options: T & Scheduled; learningRate: (t: number) => number } {
+  checkLrSchedule(s);
+  if (s === undefined) return { options, learningRate: base };
+  return { options: { ...options, lrSchedule: s }, learningRate: (t) => base(t) * lrFactor(s, t) };
 }

@@ -113,10 +113,12 @@ export function readHeader(model: onnx.ModelProto, source: string): CheckpointHe
 }
 
 /**
- * Checks that `saved` can replace `current` tensor for tensor (same names, dtypes and shapes),
- * naming the first difference.
+ * Checks that `saved` holds every `current` tensor with the same dtype and shape (and, `exact`,
+ * nothing else), naming the first difference.
  */
-export function checkSameTensors(what: string, source: string, saved: ReadonlyMap<string, TensorData>, current: ReadonlyMap<string, { dtype: DataType; dims: readonly number[] }>): void {
+export function checkSameTensors(
+  what: string, source: string, saved: ReadonlyMap<string, TensorData>, current: ReadonlyMap<string, { dtype: DataType; dims: readonly number[] }>, exact: boolean,
+): void {
   for (const [name, t] of current) {
     const s = saved.get(name);
     if (!s) throw new InputError(`${source} has no ${what} '${name}': it was saved from another model or optimizer setting`);
@@ -124,4 +126,6 @@ export function checkSameTensors(what: string, source: string, saved: ReadonlyMa
       throw new InputError(`${source}: ${what} '${name}' is ${s.dtype}[${s.dims}], this run's is ${t.dtype}[${t.dims}]: it was saved from another model or optimizer setting`);
     }
   }
+  const extra = exact ? [...saved.keys()].find((k) => !current.has(k)) : undefined;
+  if (extra) throw new InputError(`${source} has a ${what} '${extra}' that this model does not: it was saved from another model`);
 }

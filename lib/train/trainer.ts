@@ -11,7 +11,7 @@ import { FactoredEngine } from './factored-engine.js';
 import type { Backend, Session, Tensor, TensorArray } from '../runtime/backend.js';
 import { InputError } from '../errors.js';
 import {
-  CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkSameTensors, decodeCheckpoint, encodeCheckpoint, type BatchPlan, type CheckpointHeader, type DataPosition,
+  CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkSameTensors, decodeCheckpoint, encodeCheckpoint, type BatchPlan, type Checkpoint, type CheckpointHeader, type DataPosition,
 } from './checkpoint.js';
 
 export type TargetKind = 'label' | 'input';
@@ -252,21 +252,20 @@ export class Trainer {
    * data and batch settings takes the steps the checkpointed run would have taken next. Every tensor
    * is checked before anything changes; a checkpoint of another model, optimizer or optimizer
    * setting is refused naming what differs. The optimizer's hyper-parameters are this trainer's:
-   * those that differ from the checkpoint's run are returned.
+   * those that differ from the checkpoint's run are returned. Takes the bytes, or what
+   * decodeCheckpoint made of them.
    */
-  async restore(bytes: Uint8Array, source = 'checkpoint'): Promise<RestoreResult> {
-    const { header, tensors } = decodeCheckpoint(bytes, source);
+  async restore(checkpoint: Uint8Array | Checkpoint, source = 'checkpoint'): Promise<RestoreResult> {
+    const { header, tensors } = checkpoint instanceof Uint8Array ? decodeCheckpoint(checkpoint, source) : checkpoint;
     const opt = this.options.optimizer;
     if (header.optimizer.name !== opt.name) throw new InputError(`${source} holds ${header.optimizer.name} state; this run's optimizer is ${opt.name}`);
     const shapes = (m: ReadonlyMap<string, Tensor>) => new Map([...m].map(([k, t]) => [k, { dtype: t.type as TensorData['dtype'], dims: t.dims }]));
-    for (const [group, current, what] of [['param', this.params, 'parameter'], ['buffer', this.buffers, 'running statistic']] as const) {
-      checkSameTensors(what, source, tensors[group], shapes(current));
-      const extra = [...tensors[group].keys()].find((k) => !current.has(k));
-      if (extra) throw new InputError(`${source} has a ${what} '${extra}' that this model does not: it was saved from another model`);
-    }
+    checkSameTensors('parameter', source, tensors.param, shapes(this.params), true);
+    checkSameTensors('running statistic', source, tensors.buffer, shapes(this.buffers), true);
     // The state held now (before any step) must all be there; the rest (what initialisation adds) must be inputs of this optimizer's graphs.
-    checkSameTensors('optimizer state', source, tensors.state, shapes(this.engine.optimizerState));
-    const foreign = [...tensors.state.keys()].find((k) => !this.engine.inputNames.has(k));
+    checkSameTensors('optimizer state', source, tensors.state, shapes(this.engine.optimizerState), false);
+    const inputs = this.engine.inputNames;
+    const foreign = [...tensors.state.keys()].find((k) => !inputs.has(k));
     if (foreign) throw new InputError(`${source} holds optimizer state '${foreign}' that this ${opt.name} setting does not use: it was saved with other options (${JSON.stringify(header.optimizer.options)})`);
     const toTensors = (m: Map<string, TensorData>) => new Map([...m].map(([k, t]) => [k, this.backend.tensor(t.dtype as 'float32', t.data as Float32Array, t.dims)]));
     this.engine.restore({ params: toTensors(tensors.param), buffers: toTensors(tensors.buffer), state: toTensors(tensors.state), counters: header.engine });
